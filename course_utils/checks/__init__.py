@@ -1,0 +1,81 @@
+"""Exercise checks. One module per notebook (``nb00``, ``nb01``, ...); these helpers are shared by all.
+
+A check calls the student's function on inputs it builds itself and raises :class:`CheckFailed` with a message
+that says what was expected, what came back and what to try. Passing prints one line starting with a tick.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+
+class CheckFailed(AssertionError):
+    """An exercise check failed; the message tells the student what to fix."""
+
+
+def call(fn: Callable[..., Any], *args: Any, what: str | None = None, **kwargs: Any) -> Any:
+    """Call the student's ``fn``, turning an unfinished stub or a crash into a readable CheckFailed."""
+    name = what or getattr(fn, "__name__", "your function")
+    if not callable(fn):
+        raise CheckFailed(f"Expected a function for {name}, got {type(fn).__name__}: define it in the cell above.")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(
+            f"{name} is not written yet: replace `raise NotImplementedError()` in the cell above with your code."
+        ) from None
+    except CheckFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any crash is a failed check, shown with its type
+        raise CheckFailed(f"{name} raised {type(exc).__name__}: {exc}") from exc
+
+
+def expect(condition: bool, message: str) -> None:
+    """Fail with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+def expect_equal(actual: Any, expected: Any, what: str, hint: str = "") -> None:
+    """Fail unless ``actual == expected``."""
+    if actual != expected:
+        raise CheckFailed(f"{what}: expected {expected!r}, got {actual!r}." + (f" {hint}" if hint else ""))
+
+
+def expect_close(actual: float, expected: float, what: str, *, rel: float = 1e-6, abs_: float = 0.0,
+                 hint: str = "") -> None:
+    """Fail unless ``actual`` is within the given relative or absolute tolerance of ``expected``."""
+    try:
+        value = float(actual)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{what}: expected a number close to {expected!r}, got {actual!r}.") from None
+    if not math.isclose(value, expected, rel_tol=rel, abs_tol=abs_):
+        raise CheckFailed(f"{what}: expected about {expected:.6g}, got {value:.6g}." + (f" {hint}" if hint else ""))
+
+
+def expect_tensor_close(actual: Any, expected: Any, what: str, *, atol: float = 1e-5, rtol: float = 1e-5,
+                        hint: str = "") -> None:
+    """Fail unless two tensors (or arrays) have the same shape and values within tolerance."""
+    import torch
+
+    if not isinstance(actual, torch.Tensor):
+        try:
+            actual = torch.as_tensor(actual)
+        except Exception:  # noqa: BLE001
+            raise CheckFailed(f"{what}: expected a tensor, got {type(actual).__name__}.") from None
+    expected = torch.as_tensor(expected)
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise CheckFailed(f"{what}: expected shape {tuple(expected.shape)}, got {tuple(actual.shape)}."
+                          + (f" {hint}" if hint else ""))
+    actual64, expected64 = actual.detach().double().cpu(), expected.detach().double().cpu()
+    if not torch.allclose(actual64, expected64, atol=atol, rtol=rtol):
+        worst = (actual64 - expected64).abs().max().item()
+        raise CheckFailed(f"{what}: values differ by up to {worst:.3g} (allowed {atol:g} + {rtol:g}*|expected|)."
+                          + (f" {hint}" if hint else ""))
+
+
+def passed(message: str) -> None:
+    """Report a passed check."""
+    print(f"\u2713 {message}")
