@@ -22,19 +22,45 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     release = commands.add_parser("release", help="write notebooks/ from solutions/ (student versions)")
-    release.add_argument("--check", action="store_true", help="write nothing; exit 1 if notebooks/ is out of sync")
+    release.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if notebooks/ is out of sync"
+    )
 
-    run = commands.add_parser("run", help="execute the solution notebooks with papermill and write build/summary.md")
-    run.add_argument("notebooks", nargs="*", type=Path, help="notebook files to run (default: every solutions/NN_*)")
-    run.add_argument("--profile", default="tiny", choices=("tiny", "colab", "cluster", "auto"),
-                     help="the PROFILE parameter (default: tiny)")
-    run.add_argument("--only", nargs="+", metavar="NN", default=None,
-                     help="run only these solution notebooks, by number or name prefix (e.g. --only 01 03)")
-    run.add_argument("--update-solutions", action="store_true",
-                     help="copy the outputs of notebooks that ran into solutions/ (commit them)")
-    run.add_argument("--cell-timeout", type=float, default=600, metavar="S", help="seconds per cell (default: 600)")
-    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="another papermill parameter (a Python literal, else a string); repeatable")
+    run = commands.add_parser(
+        "run", help="execute the solution notebooks with papermill and write build/summary.md"
+    )
+    run.add_argument(
+        "notebooks", nargs="*", type=Path, help="notebook files to run (default: every solutions/NN_*)"
+    )
+    run.add_argument(
+        "--profile",
+        default="tiny",
+        choices=("tiny", "colab", "cluster", "auto"),
+        help="the PROFILE parameter (default: tiny)",
+    )
+    run.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NN",
+        default=None,
+        help="run only these solution notebooks, by number or name prefix (e.g. --only 01 03)",
+    )
+    run.add_argument(
+        "--update-solutions",
+        action="store_true",
+        help="copy the outputs of notebooks that ran into solutions/ (commit them)",
+    )
+    run.add_argument(
+        "--cell-timeout", type=float, default=600, metavar="S", help="seconds per cell (default: 600)"
+    )
+    run.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another papermill parameter (a Python literal, else a string); repeatable",
+    )
 
     commands.add_parser("report", help="print the environment report ([OK]/[FAIL] per check)")
     commands.add_parser("data", help="rebuild data/ (corpora, tokenizer, tiny checkpoints)")
@@ -45,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
-        "release": _release, "run": _run, "report": _report, "data": _data,
+        "release": _release,
+        "run": _run,
+        "report": _report,
+        "data": _data,
     }
     try:
         return handlers[args.command](args)
@@ -71,13 +100,19 @@ def _release(args: argparse.Namespace) -> int:
     shown = [str(path.relative_to(root)) if path.is_relative_to(root) else str(path) for path in files]
     if args.check:
         if shown:
-            print("notebooks/ is out of sync with solutions/:\n  " + "\n  ".join(shown)
-                  + "\nRun `python -m course_utils release` and commit the result.", file=sys.stderr)
+            print(
+                "notebooks/ is out of sync with solutions/:\n  "
+                + "\n  ".join(shown)
+                + "\nRun `python -m course_utils release` and commit the result.",
+                file=sys.stderr,
+            )
             return 1
         print("notebooks/ is in sync with solutions/.")
         return 0
-    print("\n".join(f"wrote {name}" if Path(root, name).exists() else f"removed {name}" for name in shown)
-          or "notebooks/ was already up to date.")
+    print(
+        "\n".join(f"wrote {name}" if Path(root, name).exists() else f"removed {name}" for name in shown)
+        or "notebooks/ was already up to date."
+    )
     return 0
 
 
@@ -89,13 +124,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(prefix) for prefix in args.only)]
     if not notebooks:
-        raise _UsageError("no notebook to run: solutions/ has no NN_*.ipynb" + (
-            f" matching --only {' '.join(args.only)}" if args.only else ""))
+        raise _UsageError(
+            "no notebook to run: solutions/ has no NN_*.ipynb"
+            + (f" matching --only {' '.join(args.only)}" if args.only else "")
+        )
     missing = [str(nb) for nb in notebooks if not nb.exists()]
     if missing:
         raise _UsageError(f"not found: {', '.join(missing)}")
-    results = run_notebooks(notebooks, profile=args.profile, cell_timeout=args.cell_timeout,
-                            parameters=_parameters(args.param), update_solutions=args.update_solutions)
+    results = run_notebooks(
+        notebooks,
+        profile=args.profile,
+        cell_timeout=args.cell_timeout,
+        parameters=_parameters(args.param),
+        update_solutions=args.update_solutions,
+    )
     return 0 if all(result.ok for result in results) else 1
 
 
@@ -136,8 +178,10 @@ def _optional(module_name: str, function: str, what: str) -> Callable[..., Any]:
         if exc.name != module_name:
             raise  # the module exists but one of its own imports is missing: show that error as it is
         path = module_name.replace(".", "/") + ".py"
-        raise _UsageError(f"{what} is not available: {path} is missing from this checkout. Update the "
-                          "workbook (git pull) or reinstall it.") from None
+        raise _UsageError(
+            f"{what} is not available: {path} is missing from this checkout. Update the "
+            "workbook (git pull) or reinstall it."
+        ) from None
     if not hasattr(module, function):
         raise _UsageError(f"{what} is not available: {module_name} has no {function}(); update the workbook.")
     return getattr(module, function)

@@ -40,7 +40,7 @@ def _describe(exc: BaseException, stage: str, sources: dict[str, str]) -> str:
     where = ""
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename.startswith("<") and frame.filename.endswith(" cell>"):
-            cell = frame.filename[1:-len(" cell>")]
+            cell = frame.filename[1 : -len(" cell>")]
             lines = sources.get(cell, "").split("\n")
             line = lines[frame.lineno - 1].strip() if frame.lineno and frame.lineno <= len(lines) else ""
             where = f" (in the {cell} cell, line {frame.lineno}: `{line}`)"

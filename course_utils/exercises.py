@@ -72,7 +72,9 @@ class Grade:
 
 def imports_source(nb: NotebookNode) -> str:
     """The source of the cells tagged ``imports``, joined in order."""
-    return "\n\n".join(cell.source for cell in nb.cells if cell.cell_type == "code" and "imports" in cell_tags(cell))
+    return "\n\n".join(
+        cell.source for cell in nb.cells if cell.cell_type == "code" and "imports" in cell_tags(cell)
+    )
 
 
 def parse_exercises(nb: NotebookNode, name: str = "") -> ExerciseNotebook:
@@ -80,19 +82,26 @@ def parse_exercises(nb: NotebookNode, name: str = "") -> ExerciseNotebook:
     exercises = []
     for cell, check in zip(nb.cells, nb.cells[1:]):
         meta, check_meta = nbgrader_meta(cell), nbgrader_meta(check)
-        if not (cell.cell_type == "code" and meta.get("solution") and check.cell_type == "code"
-                and check_meta.get("grade") and not check_meta.get("solution")):
+        if not (
+            cell.cell_type == "code"
+            and meta.get("solution")
+            and check.cell_type == "code"
+            and check_meta.get("grade")
+            and not check_meta.get("solution")
+        ):
             continue
-        exercises.append(Exercise(
-            notebook=name,
-            grade_id=str(meta.get("grade_id", "")),
-            check_grade_id=str(check_meta.get("grade_id", "")),
-            points=float(check_meta.get("points", 0) or 0),
-            solution_source=cell.source,
-            stub_source=student_source(cell.source, "code"),
-            check_source=check.source,
-            visible_check_source=visible_source(check.source),
-        ))
+        exercises.append(
+            Exercise(
+                notebook=name,
+                grade_id=str(meta.get("grade_id", "")),
+                check_grade_id=str(check_meta.get("grade_id", "")),
+                points=float(check_meta.get("points", 0) or 0),
+                solution_source=cell.source,
+                stub_source=student_source(cell.source, "code"),
+                check_source=check.source,
+                visible_check_source=visible_source(check.source),
+            )
+        )
     return ExerciseNotebook(name=name, imports_source=imports_source(nb), exercises=exercises)
 
 
@@ -127,12 +136,20 @@ def grade(student: NotebookNode | Path | str, solution: Path | str, *, timeout: 
             result = Result(False, f"cell {exercise.grade_id!r} is missing from the notebook (deleted?)", 0.0)
         else:
             result = evaluate(reference.imports_source, answer, exercise.check_source, timeout=timeout)
-        grades.append(Grade(exercise.grade_id, exercise.points if result.passed else 0.0, exercise.points, result))
+        grades.append(
+            Grade(exercise.grade_id, exercise.points if result.passed else 0.0, exercise.points, result)
+        )
     return grades
 
 
-def evaluate(imports_source: str, exercise_source: str, check_source: str, *, timeout: float = 60,
-             workdir: Path | str | None = None) -> Result:
+def evaluate(
+    imports_source: str,
+    exercise_source: str,
+    check_source: str,
+    *,
+    timeout: float = 60,
+    workdir: Path | str | None = None,
+) -> Result:
     """Run imports, exercise and check in a fresh Python subprocess (in ``workdir`` or a temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="course-exercise-") as scratch:
         scratch_dir = Path(scratch)
@@ -140,26 +157,54 @@ def evaluate(imports_source: str, exercise_source: str, check_source: str, *, ti
         cwd.mkdir(parents=True, exist_ok=True)
         job = scratch_dir / "job.json"
         outcome = scratch_dir / "result.json"
-        job.write_text(json.dumps({"cells": [["imports", imports_source], ["exercise", exercise_source],
-                                             ["check", check_source]], "result": str(outcome)}), encoding="utf-8")
+        job.write_text(
+            json.dumps(
+                {
+                    "cells": [
+                        ["imports", imports_source],
+                        ["exercise", exercise_source],
+                        ["check", check_source],
+                    ],
+                    "result": str(outcome),
+                }
+            ),
+            encoding="utf-8",
+        )
         command = [sys.executable, "-m", "course_utils._exercise_runner", str(job)]
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, env=_child_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
-                                   start_new_session=os.name == "posix")
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=_child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=os.name == "posix",
+        )
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill(process)
             stdout, _ = process.communicate()
             seconds = time.perf_counter() - start
-            return Result(False, f"timed out after {timeout:g} s: look for an endless loop, or make the work "
-                                 "smaller", seconds, stdout)
+            return Result(
+                False,
+                f"timed out after {timeout:g} s: look for an endless loop, or make the work smaller",
+                seconds,
+                stdout,
+            )
         seconds = time.perf_counter() - start
         if not outcome.exists():
             tail = "\n".join(stderr.strip().splitlines()[-5:])
-            return Result(False, f"the check process stopped (exit code {process.returncode}) before reporting a "
-                                 f"result{': ' + tail if tail else ''}", seconds, stdout)
+            return Result(
+                False,
+                f"the check process stopped (exit code {process.returncode}) before reporting a "
+                f"result{': ' + tail if tail else ''}",
+                seconds,
+                stdout,
+            )
         report = json.loads(outcome.read_text(encoding="utf-8"))
         return Result(bool(report["passed"]), report["message"], seconds, stdout)
 

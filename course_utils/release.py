@@ -28,6 +28,7 @@ BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 END_HIDDEN = "### END HIDDEN TESTS"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 ANSWER_STUB = "YOUR ANSWER HERE"
+RAISES_TAG = "raises-exception"  # Jupyter's tag for a cell allowed to fail
 
 NOTEBOOK_NAME = re.compile(r"^(?P<number>\d{2})_[a-z0-9][a-z0-9_]*\.ipynb$")
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -270,6 +271,10 @@ def make_student_notebook(nb: NotebookNode) -> NotebookNode:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+            meta = nbgrader_meta(cell)
+            if meta.get("grade") and not meta.get("solution") and RAISES_TAG not in cell_tags(cell):
+                # An unsolved exercise fails its check; with this tag "Run All", nbval and nbclient go on.
+                cell.metadata["tags"] = [*cell_tags(cell), RAISES_TAG]
         if cell.cell_type == "markdown":
             cell.source = _COLAB_SOLUTIONS_LINK.sub(r"\1/notebooks/", cell.source)
     return student
@@ -514,6 +519,11 @@ def _check_exercises(cells: list[NotebookNode], number: str | None) -> list[str]
             )
             continue
         check_grade_id(index + 1, check_meta)
+        if RAISES_TAG in cell_tags(check):
+            problems.append(
+                f"cell {index + 1}: remove the {RAISES_TAG!r} tag; a check must pass on the solution "
+                "(the release adds the tag to the student's copy)."
+            )
         points = check_meta.get("points")
         if isinstance(points, bool) or not isinstance(points, (int, float)) or points <= 0:
             problems.append(f"cell {index + 1}: check cell needs nbgrader points > 0 (found {points!r}).")

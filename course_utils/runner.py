@@ -53,10 +53,18 @@ class RunResult:
         return self.status == "ok"
 
 
-def run_notebooks(notebooks: list[Path], *, profile: str = "tiny", out_dir: Path | None = None,
-                  cell_timeout: float = 600, parameters: Mapping[str, Any] | None = None,
-                  update_solutions: bool = False, build_dir: Path | None = None, cwd: Path | None = None,
-                  verbose: bool = True) -> list[RunResult]:
+def run_notebooks(
+    notebooks: list[Path],
+    *,
+    profile: str = "tiny",
+    out_dir: Path | None = None,
+    cell_timeout: float = 600,
+    parameters: Mapping[str, Any] | None = None,
+    update_solutions: bool = False,
+    build_dir: Path | None = None,
+    cwd: Path | None = None,
+    verbose: bool = True,
+) -> list[RunResult]:
     """Execute each notebook with papermill, write the summary under ``build_dir`` and return the results."""
     build = Path(build_dir) if build_dir is not None else paths.build_dir()
     executed_dir = Path(out_dir) if out_dir is not None else build / "executed"
@@ -65,14 +73,23 @@ def run_notebooks(notebooks: list[Path], *, profile: str = "tiny", out_dir: Path
         notebook = Path(notebook)
         if verbose:
             print(f"running {notebook.name} (profile {profile}) ...", flush=True)
-        result = run_notebook(notebook, profile=profile, output=executed_dir / notebook.name,
-                              figures_file=build / "figures" / f"{notebook.stem}.json", cell_timeout=cell_timeout,
-                              parameters=parameters, cwd=cwd)
+        result = run_notebook(
+            notebook,
+            profile=profile,
+            output=executed_dir / notebook.name,
+            figures_file=build / "figures" / f"{notebook.stem}.json",
+            cell_timeout=cell_timeout,
+            parameters=parameters,
+            cwd=cwd,
+        )
         if result.ok and update_solutions:
             copy_outputs(executed_dir / notebook.name, notebook)
         if verbose:
-            print(f"  {result.status} in {result.seconds:.1f} s" + (f" at {result.failed_cell}: {result.error}"
-                                                                    if not result.ok else ""), flush=True)
+            print(
+                f"  {result.status} in {result.seconds:.1f} s"
+                + (f" at {result.failed_cell}: {result.error}" if not result.ok else ""),
+                flush=True,
+            )
         results.append(result)
     markdown = write_summary(results, build, profile=profile)
     if verbose:
@@ -80,8 +97,16 @@ def run_notebooks(notebooks: list[Path], *, profile: str = "tiny", out_dir: Path
     return results
 
 
-def run_notebook(notebook: Path, *, profile: str, output: Path, figures_file: Path, cell_timeout: float = 600,
-                 parameters: Mapping[str, Any] | None = None, cwd: Path | None = None) -> RunResult:
+def run_notebook(
+    notebook: Path,
+    *,
+    profile: str,
+    output: Path,
+    figures_file: Path,
+    cell_timeout: float = 600,
+    parameters: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> RunResult:
     """Execute one notebook into ``output``; its figures go to ``figures_file``. Never raises for a failing cell."""
     import papermill
 
@@ -89,8 +114,10 @@ def run_notebook(notebook: Path, *, profile: str, output: Path, figures_file: Pa
     figures_file.parent.mkdir(parents=True, exist_ok=True)
     figures_file.unlink(missing_ok=True)
     output.unlink(missing_ok=True)
-    env = {FIGURES_ENV: str(figures_file.resolve()),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        FIGURES_ENV: str(figures_file.resolve()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     if profile == "tiny":
         env["HF_HUB_OFFLINE"] = "1"
     start = time.perf_counter()
@@ -98,8 +125,13 @@ def run_notebook(notebook: Path, *, profile: str, output: Path, figures_file: Pa
     with _environ(env):
         try:
             papermill.execute_notebook(
-                str(notebook), str(output), parameters={"PROFILE": profile, **(parameters or {})}, language="python",
-                kernel_name="python3", cwd=str(cwd or paths.REPO_ROOT), progress_bar=False,
+                str(notebook),
+                str(output),
+                parameters={"PROFILE": profile, **(parameters or {})},
+                language="python",
+                kernel_name="python3",
+                cwd=str(cwd or paths.REPO_ROOT),
+                progress_bar=False,
                 execution_timeout=cell_timeout,
             )
         except Exception as exc:  # noqa: BLE001 - any failure is reported, and the next notebook runs
@@ -134,8 +166,9 @@ def _read_figures(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _locate_failure(notebook: Path, output: Path, error: BaseException, cell_timeout: float
-                    ) -> tuple[FailedCell | None, str]:
+def _locate_failure(
+    notebook: Path, output: Path, error: BaseException, cell_timeout: float
+) -> tuple[FailedCell | None, str]:
     """The failing cell (index in the source notebook) and ``ename: evalue``, read from the executed notebook."""
     ename, evalue = getattr(error, "ename", None), getattr(error, "evalue", None)
     message = f"{ename}: {evalue}" if ename else f"{type(error).__name__}: {_first_line(str(error))}"
@@ -149,11 +182,15 @@ def _locate_failure(notebook: Path, output: Path, error: BaseException, cell_tim
     started = None
     for cell in (cell for cell in executed if not set(cell_tags(cell)) & set(PAPERMILL_TAGS)):
         meta = cell.get("metadata", {}).get("papermill", {})
-        failed = meta.get("exception") or any(out.get("output_type") == "error" for out in cell.get("outputs", []))
+        failed = meta.get("exception") or any(
+            out.get("output_type") == "error" for out in cell.get("outputs", [])
+        )
         if failed:
             return _failed_cell(cell, source_ids), message
         if meta.get("start_time") and cell.cell_type == "code":
-            started = cell  # a timeout or a dead kernel leaves no error output: the last cell started is the one
+            started = (
+                cell  # a timeout or a dead kernel leaves no error output: the last cell started is the one
+            )
     return (_failed_cell(started, source_ids) if started is not None else None), message
 
 
@@ -178,12 +215,17 @@ def copy_outputs(executed_path: Path, solution_path: Path) -> int:
     """
     executed = read_notebook(executed_path)
     solution = read_notebook(solution_path)
-    by_id = {cell.get("id"): cell for cell in executed.cells
-             if cell.cell_type == "code" and not set(cell_tags(cell)) & set(PAPERMILL_TAGS)}
+    by_id = {
+        cell.get("id"): cell
+        for cell in executed.cells
+        if cell.cell_type == "code" and not set(cell_tags(cell)) & set(PAPERMILL_TAGS)
+    }
     code_cells = [cell for cell in solution.cells if cell.cell_type == "code"]
     if code_cells and not any(cell.get("id") in by_id for cell in code_cells):
-        raise ValueError(f"No cell of {executed_path} matches {solution_path} by cell id; were they saved without "
-                         "cell ids (nbformat < 4.5)? Re-save the solution with Jupyter and run again.")
+        raise ValueError(
+            f"No cell of {executed_path} matches {solution_path} by cell id; were they saved without "
+            "cell ids (nbformat < 4.5)? Re-save the solution with Jupyter and run again."
+        )
     renumber: dict[int, int] = {}
     updated = 0
     for cell in code_cells:
@@ -210,8 +252,11 @@ def copy_outputs(executed_path: Path, solution_path: Path) -> int:
 
 def machine_info() -> dict[str, Any]:
     """The machine the notebooks ran on: CPU count, Python, torch version and the device torch would use."""
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                            "platform": platform.platform(terse=True)}
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
     try:
         import torch
 
@@ -231,7 +276,11 @@ def write_summary(results: list[RunResult], build_dir: Path, *, profile: str = "
     """Write ``summary.json`` and ``summary.md`` into ``build_dir``; returns the markdown."""
     build_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
-    payload = {"profile": profile, "machine": machine, "results": [_result_json(result) for result in results]}
+    payload = {
+        "profile": profile,
+        "machine": machine,
+        "results": [_result_json(result) for result in results],
+    }
     (build_dir / "summary.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     markdown = summary_markdown(results, machine, profile)
     (build_dir / "summary.md").write_text(markdown, encoding="utf-8")
@@ -261,12 +310,17 @@ def summary_markdown(results: list[RunResult], machine: Mapping[str, Any], profi
     ]
     for result in results:
         figures = "; ".join(_format_figure(name, figure) for name, figure in result.figures.items())
-        lines.append(f"| {result.notebook.name} | {result.status} | {result.seconds:.1f} | {_cell_text(figures)} |")
+        lines.append(
+            f"| {result.notebook.name} | {result.status} | {result.seconds:.1f} | {_cell_text(figures)} |"
+        )
     if failed:
         lines += ["", "## Failures"]
         for result in failed:
-            where = f"cell {result.failed_cell.index}: `{result.failed_cell.first_line}`" if result.failed_cell else (
-                "before any cell ran")
+            where = (
+                f"cell {result.failed_cell.index}: `{result.failed_cell.first_line}`"
+                if result.failed_cell
+                else ("before any cell ran")
+            )
             lines += ["", f"### {result.notebook.name}, {where}", "", "```", result.error, "```"]
     return "\n".join(lines) + "\n"
 

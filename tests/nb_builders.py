@@ -40,8 +40,14 @@ def solution_meta(grade_id: str) -> dict:
 
 def check_meta(grade_id: str, points: float = 1) -> dict:
     """nbgrader metadata of a check cell."""
-    return {"grade": True, "solution": False, "locked": True, "points": points, "grade_id": grade_id,
-            "schema_version": 3}
+    return {
+        "grade": True,
+        "solution": False,
+        "locked": True,
+        "points": points,
+        "grade_id": grade_id,
+        "schema_version": 3,
+    }
 
 
 def notebook(cells: list[NotebookNode]) -> NotebookNode:
@@ -55,7 +61,9 @@ def notebook(cells: list[NotebookNode]) -> NotebookNode:
     return nb
 
 
-def header_cells(name: str, title: str = "Example", parameters: str = "", imports: str = "") -> list[NotebookNode]:
+def header_cells(
+    name: str, title: str = "Example", parameters: str = "", imports: str = ""
+) -> list[NotebookNode]:
     """The four cells every solution notebook starts with: title with badge, setup, parameters, imports."""
     badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({badge_url(name)})"
     return [
@@ -73,26 +81,32 @@ def word_count(text: str) -> int:
     return len(text.split())
     ### END SOLUTION'''
 
-WORD_COUNT_CHECK = '''\
+WORD_COUNT_CHECK = """\
 checks.expect_equal(checks.call(word_count, "the quick brown fox"), 4, 'word_count("the quick brown fox")')
 ### BEGIN HIDDEN TESTS
 checks.expect_equal(checks.call(word_count, "  spaced   out  "), 2, "word_count of '  spaced   out  '",
                     hint="Several spaces in a row still separate just two words.")
 ### END HIDDEN TESTS
-checks.passed("word_count counts words")'''
+checks.passed("word_count counts words")"""
 
 
 def example_solution() -> NotebookNode:
     """The example solution notebook kept in tests/fixtures/solutions/01_example.ipynb."""
-    return notebook([
-        *header_cells("01_example.ipynb", "Counting words", parameters='TEXT = "the quick brown fox jumps"',
-                      imports="from course_utils import checks\nfrom course_utils.figures import record"),
-        markdown("## Exercise: count words\n\nWrite `word_count(text)`; the next cell checks it."),
-        code(WORD_COUNT_SOLUTION, nbgrader=solution_meta("nb01-word-count")),
-        code(WORD_COUNT_CHECK, nbgrader=check_meta("nb01-word-count-check", points=2)),
-        markdown("Later cells use the reference, never the student's function."),
-        code('# NBVAL_CHECK_OUTPUT\nprint(record("words", len(TEXT.split()), "words"))'),
-    ])
+    return notebook(
+        [
+            *header_cells(
+                "01_example.ipynb",
+                "Counting words",
+                parameters='TEXT = "the quick brown fox jumps"',
+                imports="from course_utils import checks\nfrom course_utils.figures import record",
+            ),
+            markdown("## Exercise: count words\n\nWrite `word_count(text)`; the next cell checks it."),
+            code(WORD_COUNT_SOLUTION, nbgrader=solution_meta("nb01-word-count")),
+            code(WORD_COUNT_CHECK, nbgrader=check_meta("nb01-word-count-check", points=2)),
+            markdown("Later cells use the reference, never the student's function."),
+            code('# NBVAL_CHECK_OUTPUT\nprint(record("words", len(TEXT.split()), "words"))'),
+        ]
+    )
 
 
 if __name__ == "__main__":  # regenerate the fixture: python tests/nb_builders.py

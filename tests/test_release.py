@@ -116,10 +116,18 @@ _plain_line = st.text(alphabet="abcxyz =+()0123456789", min_size=0, max_size=30)
 
 
 @settings(max_examples=60, deadline=None)
-@given(before=st.lists(_plain_line, max_size=4), inside=st.lists(_plain_line, min_size=1, max_size=4),
-       after=st.lists(_plain_line, max_size=4), indent=st.sampled_from(["", "    ", "\t"]))
+@given(
+    before=st.lists(_plain_line, max_size=4),
+    inside=st.lists(_plain_line, min_size=1, max_size=4),
+    after=st.lists(_plain_line, max_size=4),
+    indent=st.sampled_from(["", "    ", "\t"]),
+)
 def test_stub_replaces_exactly_the_region(before, inside, after, indent):
-    region = [f"{indent}### BEGIN SOLUTION", *[f"{indent}SECRET{line}" for line in inside], f"{indent}### END SOLUTION"]
+    region = [
+        f"{indent}### BEGIN SOLUTION",
+        *[f"{indent}SECRET{line}" for line in inside],
+        f"{indent}### END SOLUTION",
+    ]
     result = student_source("\n".join([*before, *region, *after]))
     assert "SECRET" not in result
     expected = [*before, f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()", *after]
@@ -135,14 +143,27 @@ def test_stub_replaces_exactly_the_region(before, inside, after, indent):
 def _colab_run(nb):
     """``nb`` as Colab and papermill would leave it: outputs, counts, their metadata."""
     nb = copy.deepcopy(nb)
-    nb.metadata.update({"colab": {"provenance": []}, "accelerator": "GPU", "gpuClass": "standard",
-                        "widgets": {"application/vnd.jupyter.widget-state+json": {"state": {}}},
-                        "papermill": {"duration": 1.0}})
+    nb.metadata.update(
+        {
+            "colab": {"provenance": []},
+            "accelerator": "GPU",
+            "gpuClass": "standard",
+            "widgets": {"application/vnd.jupyter.widget-state+json": {"state": {}}},
+            "papermill": {"duration": 1.0},
+        }
+    )
     nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
     for number, cell in enumerate(nb.cells):
-        cell.metadata.update({"colab": {"base_uri": "https://localhost:8080/"}, "id": "Xq12",
-                              "executionInfo": {"status": "ok"}, "outputId": "abc", "papermill": {"status": "ok"},
-                              "execution": {"iopub.status.busy": "2024"}})
+        cell.metadata.update(
+            {
+                "colab": {"base_uri": "https://localhost:8080/"},
+                "id": "Xq12",
+                "executionInfo": {"status": "ok"},
+                "outputId": "abc",
+                "papermill": {"status": "ok"},
+                "execution": {"iopub.status.busy": "2024"},
+            }
+        )
         if cell.cell_type == "code":
             cell.execution_count = number
             cell.outputs = [nbformat.v4.new_output("stream", text="hello\n")]
@@ -169,6 +190,12 @@ def test_tags_nbgrader_metadata_and_cell_ids_are_kept():
     assert student.cells[6].metadata["nbgrader"]["points"] == 2
 
 
+def test_check_cells_may_fail_in_the_student_notebook():
+    student = make_student_notebook(example_solution())
+    assert student.cells[6].metadata["tags"] == ["raises-exception"]  # Run All goes past an unsolved exercise
+    assert [cell.metadata.get("tags") for cell in student.cells].count(["raises-exception"]) == 1
+
+
 def test_badge_points_to_notebooks():
     student = make_student_notebook(example_solution())
     title = student.cells[0].source
@@ -181,7 +208,7 @@ def test_hidden_tests_and_solution_are_gone_from_the_student_notebook():
     assert "return len(text.split())" not in text
     assert "spaced   out" not in text
     assert "BEGIN" not in text and "END SOLUTION" not in text
-    assert "checks.passed(\\\"word_count counts words\\\")" in text
+    assert 'checks.passed(\\"word_count counts words\\")' in text
 
 
 def test_make_student_notebook_is_pure_and_deterministic():
@@ -217,7 +244,9 @@ def test_setup_cell_clones_and_installs_on_colab(monkeypatch):
     settings = repo_settings()
     clone, install, chdir = _run_setup(setup_cell_source(), monkeypatch, on_colab=True)
     assert clone[:2] == ["git", "clone"] and "--depth" in clone
-    assert f"https://github.com/{settings['github_repo']}.git" in clone and clone[-1] == "/content/llm-workbook"
+    assert (
+        f"https://github.com/{settings['github_repo']}.git" in clone and clone[-1] == "/content/llm-workbook"
+    )
     assert install == [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/llm-workbook"]
     assert chdir == ["chdir", "/content/llm-workbook"]
 
@@ -257,12 +286,14 @@ def _set(cell_index, **fields):
     def mutate(nb):
         for key, value in fields.items():
             nb.cells[cell_index][key] = value
+
     return mutate
 
 
 def _meta(cell_index, key, value):
     def mutate(nb):
         nb.cells[cell_index].metadata["nbgrader"][key] = value
+
     return mutate
 
 
@@ -273,28 +304,53 @@ def _hf_output(nb):
 BROKEN = {
     "title": (_set(0, source="# Example\n"), "cell 0: start with a markdown title"),
     "badge missing": (_set(0, source="# 01 · Example\n"), "add the Colab badge"),
-    "badge elsewhere": (lambda nb: nb.cells[0].update(source=nb.cells[0].source.replace("01_example", "02_x")),
-                        "add the Colab badge"),
-    "setup edited": (lambda nb: nb.cells[1].update(source=nb.cells[1].source + "\nprint(1)"), "canonical setup"),
+    "badge elsewhere": (
+        lambda nb: nb.cells[0].update(source=nb.cells[0].source.replace("01_example", "02_x")),
+        "add the Colab badge",
+    ),
+    "setup edited": (
+        lambda nb: nb.cells[1].update(source=nb.cells[1].source + "\nprint(1)"),
+        "canonical setup",
+    ),
     "no parameters tag": (lambda nb: nb.cells[2].metadata.pop("tags"), "tagged 'parameters'"),
     "profile not first": (_set(2, source='TEXT = "a"\nPROFILE = "auto"'), 'must be PROFILE = "auto"'),
     "profile not auto": (_set(2, source='PROFILE = "tiny"'), 'must be PROFILE = "auto"'),
     "computed parameter": (_set(2, source='PROFILE = "auto"\nSTEPS = len("abc")'), "plain literals"),
     "no imports tag": (lambda nb: nb.cells[3].metadata.pop("tags"), "tagged 'imports'"),
-    "work in imports": (_set(3, source="from course_utils import checks\nx = checks.call(len, 'a')"), "imports only"),
-    "no solution metadata": (lambda nb: nb.cells[5].metadata.pop("nbgrader"), "no nbgrader solution metadata"),
+    "work in imports": (
+        _set(3, source="from course_utils import checks\nx = checks.call(len, 'a')"),
+        "imports only",
+    ),
+    "no solution metadata": (
+        lambda nb: nb.cells[5].metadata.pop("nbgrader"),
+        "no nbgrader solution metadata",
+    ),
     "no points": (_meta(6, "points", 0), "points > 0"),
     "duplicate grade_id": (_meta(6, "grade_id", "nb01-word-count"), "already used"),
     "foreign grade_id": (_meta(5, "grade_id", "nb02-word-count"), "must start with 'nb01-'"),
-    "check not next": (lambda nb: nb.cells.insert(6, markdown("Now check it:")), "directly followed by its check"),
-    "stray marker": (_set(8, source="### BEGIN SOLUTION\nx = 1\n### END SOLUTION"), "no nbgrader solution metadata"),
-    "hidden in plain cell": (_set(8, source="### BEGIN HIDDEN TESTS\nx = 1\n### END HIDDEN TESTS"),
-                             "hidden tests belong in a check cell"),
-    "unbalanced": (lambda nb: nb.cells[5].update(source=nb.cells[5].source.replace("### END SOLUTION", "")),
-                   "never closed"),
+    "check not next": (
+        lambda nb: nb.cells.insert(6, markdown("Now check it:")),
+        "directly followed by its check",
+    ),
+    "stray marker": (
+        _set(8, source="### BEGIN SOLUTION\nx = 1\n### END SOLUTION"),
+        "no nbgrader solution metadata",
+    ),
+    "hidden in plain cell": (
+        _set(8, source="### BEGIN HIDDEN TESTS\nx = 1\n### END HIDDEN TESTS"),
+        "hidden tests belong in a check cell",
+    ),
+    "unbalanced": (
+        lambda nb: nb.cells[5].update(source=nb.cells[5].source.replace("### END SOLUTION", "")),
+        "never closed",
+    ),
     "solution without markers": (_set(5, source="def word_count(text):\n    return 0"), "without '### BEGIN"),
     "token in output": (_hf_output, "looks like a Hugging Face token"),
     "token in source": (_set(8, source="TOKEN = 'hf_" + "x" * 34 + "'"), "looks like a Hugging Face token"),
+    "check may fail": (
+        lambda nb: nb.cells[6].metadata.update(tags=["raises-exception"]),
+        "a check must pass",
+    ),
     "duplicate cell id": (lambda nb: nb.cells[4].update(id="cell-5"), "used twice"),
     "too short": (lambda nb: nb.update(cells=nb.cells[:2]), "starts with title, setup"),
 }
@@ -308,7 +364,9 @@ def test_validation_names_each_problem(case):
 
 
 def test_validation_checks_the_file_name_and_accepts_the_extras_setup():
-    assert any("NN_short_name" in p for p in validate_solution_notebook(example_solution(), Path("example.ipynb")))
+    assert any(
+        "NN_short_name" in p for p in validate_solution_notebook(example_solution(), Path("example.ipynb"))
+    )
     nb = example_solution()
     nb.cells[1].source = setup_cell_source(("gpu",))
     assert validate_solution_notebook(nb, PATH) == []
@@ -316,8 +374,12 @@ def test_validation_checks_the_file_name_and_accepts_the_extras_setup():
 
 def test_markdown_answers_need_metadata_but_no_check_cell():
     nb = example_solution()
-    nb.cells.append(markdown("Why?\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION",
-                             nbgrader={**solution_meta("nb01-why"), "grade": True, "points": 1}))
+    nb.cells.append(
+        markdown(
+            "Why?\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION",
+            nbgrader={**solution_meta("nb01-why"), "grade": True, "points": 1},
+        )
+    )
     nb.cells[-1]["id"] = "cell-why"
     assert validate_solution_notebook(nb, PATH) == []
     assert make_student_notebook(nb).cells[-1].source == "Why?\n\nYOUR ANSWER HERE"
@@ -360,7 +422,10 @@ def test_release_removes_stale_notebooks_only(folders):
     notebooks.mkdir()
     (notebooks / "02_gone.ipynb").write_text("{}")
     (notebooks / "README.md").write_text("keep me")
-    assert release(solutions, notebooks, check=True) == [notebooks / "01_example.ipynb", notebooks / "02_gone.ipynb"]
+    assert release(solutions, notebooks, check=True) == [
+        notebooks / "01_example.ipynb",
+        notebooks / "02_gone.ipynb",
+    ]
     assert (notebooks / "02_gone.ipynb").exists()
     release(solutions, notebooks)
     assert sorted(path.name for path in notebooks.iterdir()) == ["01_example.ipynb", "README.md"]
@@ -387,7 +452,7 @@ def _solution_lines(nb):
         lines = cell.source.split("\n")
         marked = set()
         for region in find_regions(cell.source):
-            inside[region.kind].update(line.strip() for line in lines[region.begin + 1:region.end])
+            inside[region.kind].update(line.strip() for line in lines[region.begin + 1 : region.end])
             marked.update(range(region.begin, region.end + 1))
         outside.update(line.strip() for number, line in enumerate(lines) if number not in marked)
     return inside["solution"], inside["hidden"], outside
@@ -421,7 +486,8 @@ def test_example_fixture_releases_without_leaks(folders):
 def test_notebooks_folder_is_in_sync_with_solutions():
     out_of_sync = release(check=True)
     assert out_of_sync == [], "Run `python -m course_utils release` and commit notebooks/: " + ", ".join(
-        path.name for path in out_of_sync)
+        path.name for path in out_of_sync
+    )
 
 
 @pytest.mark.skipif(not REAL_SOLUTIONS, reason=NO_REAL_NOTEBOOKS)
