@@ -84,8 +84,7 @@ def word_count(text: str) -> int:
 WORD_COUNT_CHECK = """\
 checks.expect_equal(checks.call(word_count, "the quick brown fox"), 4, 'word_count("the quick brown fox")')
 ### BEGIN HIDDEN TESTS
-checks.expect_equal(checks.call(word_count, "  spaced   out  "), 2, "word_count of '  spaced   out  '",
-                    hint="Several spaces in a row still separate just two words.")
+checks.expect_equal(checks.call(word_count, "  spaced   out  "), 2, "word_count('  spaced   out  ')")
 ### END HIDDEN TESTS
 checks.passed("word_count counts words")"""
 

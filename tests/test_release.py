@@ -463,8 +463,8 @@ def leaked_lines(solution_nb, student_nb, *, solution_min=20, hidden_min=10) -> 
     solution, hidden, outside = _solution_lines(solution_nb)
     secrets = {line for line in solution - outside if len(line) >= solution_min}
     secrets |= {line for line in hidden - outside if len(line) >= hidden_min}
-    student_text = "\n".join(cell.source for cell in student_nb.cells)
-    return sorted(line for line in secrets if line in student_text)
+    student_lines = {line.strip() for cell in student_nb.cells for line in cell.source.split("\n")}
+    return sorted(secrets & student_lines)
 
 
 def test_leak_detector_finds_a_leak():
@@ -472,7 +472,7 @@ def test_leak_detector_finds_a_leak():
     student = make_student_notebook(solution)
     assert leaked_lines(solution, student) == []
     student.cells[5].source += "\n    return len(text.split())"
-    student.cells[6].source += '\n    hint="Several spaces in a row still separate just two words.")'
+    student.cells[6].source += "\n" + example_solution().cells[6].source.split("\n")[2]
     assert len(leaked_lines(solution, student)) == 2
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
-from nb_builders import EXAMPLE_SOLUTION, code, markdown, notebook
+from nb_builders import EXAMPLE_SOLUTION, code, example_solution, markdown, notebook
 
 from course_utils.__main__ import main
 from course_utils.release import make_student_notebook, read_notebook, validate_solution_notebook
@@ -112,8 +111,8 @@ def test_cli_run_exits_1_when_a_notebook_fails(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_update_solutions_stores_the_outputs_of_a_tiny_run(tmp_path):
-    solution = tmp_path / "01_example.ipynb"
-    shutil.copy(EXAMPLE_SOLUTION, solution)
+    solution = _write(example_solution(), tmp_path / "01_example.ipynb")  # no outputs yet
+    assert all(cell.get("outputs", []) == [] for cell in read_notebook(solution).cells)
     (result,) = run_notebooks([solution], build_dir=tmp_path / "build", update_solutions=True, verbose=False)
     assert result.ok, result.error
     assert result.figures == {"words": {"value": 5, "unit": "words"}}
