@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -10,6 +11,7 @@ import pytest
 from nb_builders import EXAMPLE_SOLUTION, code, example_solution, markdown, notebook
 
 from course_utils.__main__ import main
+from course_utils.figures import FIGURES_ENV
 from course_utils.release import make_student_notebook, read_notebook, validate_solution_notebook
 from course_utils.runner import FailedCell, RunResult, copy_outputs, run_notebooks, summary_markdown
 
@@ -52,10 +54,14 @@ def _failing_notebook(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_run_reports_the_failing_cell_and_still_runs_the_others(tmp_path, capsys):
+def test_run_reports_the_failing_cell_and_still_runs_the_others(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(FIGURES_ENV, raising=False)
     failing, ok = _failing_notebook(tmp_path), _ok_notebook(tmp_path)
     build = tmp_path / "build"
+    (build / "figures").mkdir(parents=True)
+    (build / "figures" / "01_fine.json").write_text('{"stale": {"value": 1, "unit": ""}}')  # an earlier run's
     broken, fine = run_notebooks([failing, ok], build_dir=build, cell_timeout=60)
+    assert FIGURES_ENV not in os.environ  # the runner's settings were for the kernels only
 
     assert (broken.status, fine.status) == ("failed", "ok")
     assert broken.failed_cell == FailedCell(3, "value = 2")
