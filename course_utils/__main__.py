@@ -1,0 +1,191 @@
+"""The instructors' and CI's command line: ``python -m course_utils {release,run,report,data}``.
+
+Subcommands import their modules only when they run, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = "Release, run and check the llm-workbook notebooks."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all subcommands."""
+    parser = argparse.ArgumentParser(prog="python -m course_utils", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    release = commands.add_parser("release", help="write notebooks/ from solutions/ (student versions)")
+    release.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if notebooks/ is out of sync"
+    )
+
+    run = commands.add_parser(
+        "run", help="execute the solution notebooks with papermill and write build/summary.md"
+    )
+    run.add_argument(
+        "notebooks", nargs="*", type=Path, help="notebook files to run (default: every solutions/NN_*)"
+    )
+    run.add_argument(
+        "--profile",
+        default="tiny",
+        choices=("tiny", "colab", "cluster", "auto"),
+        help="the PROFILE parameter (default: tiny)",
+    )
+    run.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NN",
+        default=None,
+        help="run only these solution notebooks, by number or name prefix (e.g. --only 01 03)",
+    )
+    run.add_argument(
+        "--update-solutions",
+        action="store_true",
+        help="copy the outputs of notebooks that ran into solutions/ (commit them)",
+    )
+    run.add_argument(
+        "--cell-timeout", type=float, default=600, metavar="S", help="seconds per cell (default: 600)"
+    )
+    run.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another papermill parameter (a Python literal, else a string); repeatable",
+    )
+
+    commands.add_parser("report", help="print the environment report ([OK]/[FAIL] per check)")
+    commands.add_parser("data", help="rebuild data/ (corpora, tokenizer, tiny checkpoints)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "release": _release,
+        "run": _run,
+        "report": _report,
+        "data": _data,
+    }
+    try:
+        return handlers[args.command](args)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+class _UsageError(Exception):
+    """A problem the user fixes by changing the command or the files it reads."""
+
+
+def _release(args: argparse.Namespace) -> int:
+    from course_utils import paths
+    from course_utils.release import MarkerError, ReleaseError, release
+
+    try:
+        files = release(check=args.check)
+    except (ReleaseError, MarkerError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    root = paths.REPO_ROOT
+    shown = [str(path.relative_to(root)) if path.is_relative_to(root) else str(path) for path in files]
+    if args.check:
+        if shown:
+            print(
+                "notebooks/ is out of sync with solutions/:\n  "
+                + "\n  ".join(shown)
+                + "\nRun `python -m course_utils release` and commit the result.",
+                file=sys.stderr,
+            )
+            return 1
+        print("notebooks/ is in sync with solutions/.")
+        return 0
+    print(
+        "\n".join(f"wrote {name}" if Path(root, name).exists() else f"removed {name}" for name in shown)
+        or "notebooks/ was already up to date."
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from course_utils.release import solution_notebooks
+    from course_utils.runner import run_notebooks
+
+    notebooks = list(args.notebooks) or solution_notebooks()
+    if args.only:
+        notebooks = [nb for nb in notebooks if any(nb.name.startswith(prefix) for prefix in args.only)]
+    if not notebooks:
+        raise _UsageError(
+            "no notebook to run: solutions/ has no NN_*.ipynb"
+            + (f" matching --only {' '.join(args.only)}" if args.only else "")
+        )
+    missing = [str(nb) for nb in notebooks if not nb.exists()]
+    if missing:
+        raise _UsageError(f"not found: {', '.join(missing)}")
+    results = run_notebooks(
+        notebooks,
+        profile=args.profile,
+        cell_timeout=args.cell_timeout,
+        parameters=_parameters(args.param),
+        update_solutions=args.update_solutions,
+    )
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _parameters(pairs: list[str]) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise _UsageError(f"--param {pair!r}: write NAME=VALUE, e.g. --param MAX_STEPS=20")
+        try:
+            parameters[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parameters[name] = text
+    return parameters
+
+
+def _report(args: argparse.Namespace) -> int:
+    report = _optional("course_utils.env", "environment_report", "the environment report")()
+    if isinstance(report, (list, tuple)):
+        print("\n".join(str(line) for line in report))
+    elif report is not None and not isinstance(report, bool):
+        print(report)
+    return 1 if report is False or getattr(report, "ok", True) is False else 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    outcome = _optional("course_utils.data_build", "build_all", "the data build")()
+    if outcome is not None and not isinstance(outcome, bool):
+        print(outcome)
+    return 1 if outcome is False else 0
+
+
+def _optional(module_name: str, function: str, what: str) -> Callable[..., Any]:
+    """``module_name.function``, or a usage error naming the missing file when this checkout lacks it."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise  # the module exists but one of its own imports is missing: show that error as it is
+        path = module_name.replace(".", "/") + ".py"
+        raise _UsageError(
+            f"{what} is not available: {path} is missing from this checkout. Update the "
+            "workbook (git pull) or reinstall it."
+        ) from None
+    if not hasattr(module, function):
+        raise _UsageError(f"{what} is not available: {module_name} has no {function}(); update the workbook.")
+    return getattr(module, function)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

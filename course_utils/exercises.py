@@ -1,0 +1,229 @@
+"""Exercises as data: read them from a notebook, and run one (imports + answer + check) in a fresh subprocess.
+
+An exercise is a solution cell followed by its check cell (see ``solutions/README.md``). :func:`evaluate` never runs
+the answer in the caller's process: it starts ``python -m course_utils._exercise_runner`` in a temporary folder,
+with a time limit, and reads back what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbformat import NotebookNode
+
+from course_utils import paths
+from course_utils.release import cell_tags, nbgrader_meta, read_notebook, student_source, visible_source
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the solution cell, its stub as released, and the check cell with and without hidden tests."""
+
+    notebook: str
+    grade_id: str
+    check_grade_id: str
+    points: float
+    solution_source: str
+    stub_source: str
+    check_source: str
+    visible_check_source: str
+
+
+@dataclass(frozen=True)
+class ExerciseNotebook:
+    """The exercises of one notebook and the source of its ``imports`` cells, which every check runs first."""
+
+    name: str
+    imports_source: str
+    exercises: list[Exercise] = field(default_factory=list)
+
+    def by_grade_id(self) -> dict[str, Exercise]:
+        """The exercises keyed by the solution cell's grade_id."""
+        return {exercise.grade_id: exercise for exercise in self.exercises}
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened when an exercise was checked: passed or not, the message to show, the time it took."""
+
+    passed: bool
+    message: str
+    seconds: float
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The points one student earned on one exercise, with the check's result."""
+
+    grade_id: str
+    points: float
+    max_points: float
+    result: Result
+
+
+def imports_source(nb: NotebookNode) -> str:
+    """The source of the cells tagged ``imports``, joined in order."""
+    return "\n\n".join(
+        cell.source for cell in nb.cells if cell.cell_type == "code" and "imports" in cell_tags(cell)
+    )
+
+
+def parse_exercises(nb: NotebookNode, name: str = "") -> ExerciseNotebook:
+    """The exercises of a solution or student notebook: each code solution cell directly followed by a check cell."""
+    exercises = []
+    for cell, check in zip(nb.cells, nb.cells[1:]):
+        meta, check_meta = nbgrader_meta(cell), nbgrader_meta(check)
+        if not (
+            cell.cell_type == "code"
+            and meta.get("solution")
+            and check.cell_type == "code"
+            and check_meta.get("grade")
+            and not check_meta.get("solution")
+        ):
+            continue
+        exercises.append(
+            Exercise(
+                notebook=name,
+                grade_id=str(meta.get("grade_id", "")),
+                check_grade_id=str(check_meta.get("grade_id", "")),
+                points=float(check_meta.get("points", 0) or 0),
+                solution_source=cell.source,
+                stub_source=student_source(cell.source, "code"),
+                check_source=check.source,
+                visible_check_source=visible_source(check.source),
+            )
+        )
+    return ExerciseNotebook(name=name, imports_source=imports_source(nb), exercises=exercises)
+
+
+def load_exercises(path: Path | str) -> ExerciseNotebook:
+    """:func:`parse_exercises` of the notebook at ``path``."""
+    path = Path(path)
+    return parse_exercises(read_notebook(path), path.name)
+
+
+def student_answers(student: NotebookNode | Path | str, grade_ids: list[str]) -> dict[str, str | None]:
+    """The student's own source for each ``grade_id``, matched by nbgrader metadata; None where the cell is gone.
+
+    When a student duplicated a cell, the last copy counts (it is the one they most likely ran last).
+    """
+    nb = student if isinstance(student, NotebookNode) else read_notebook(Path(student))
+    found: dict[str, str] = {}
+    for cell in nb.cells:
+        grade_id = nbgrader_meta(cell).get("grade_id")
+        if cell.cell_type == "code" and grade_id in grade_ids:
+            found[grade_id] = cell.source
+    return {grade_id: found.get(grade_id) for grade_id in grade_ids}
+
+
+def grade(student: NotebookNode | Path | str, solution: Path | str, *, timeout: float = 60) -> list[Grade]:
+    """Grade a student's notebook against the solution's checks (hidden tests included) and imports."""
+    reference = load_exercises(solution)
+    answers = student_answers(student, [exercise.grade_id for exercise in reference.exercises])
+    grades = []
+    for exercise in reference.exercises:
+        answer = answers[exercise.grade_id]
+        if answer is None:
+            result = Result(False, f"cell {exercise.grade_id!r} is missing from the notebook (deleted?)", 0.0)
+        else:
+            result = evaluate(reference.imports_source, answer, exercise.check_source, timeout=timeout)
+        grades.append(
+            Grade(exercise.grade_id, exercise.points if result.passed else 0.0, exercise.points, result)
+        )
+    return grades
+
+
+def evaluate(
+    imports_source: str,
+    exercise_source: str,
+    check_source: str,
+    *,
+    timeout: float = 60,
+    workdir: Path | str | None = None,
+) -> Result:
+    """Run imports, exercise and check in a fresh Python subprocess (in ``workdir`` or a temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="course-exercise-") as scratch:
+        scratch_dir = Path(scratch)
+        cwd = Path(workdir) if workdir is not None else scratch_dir / "work"
+        cwd.mkdir(parents=True, exist_ok=True)
+        job = scratch_dir / "job.json"
+        outcome = scratch_dir / "result.json"
+        job.write_text(
+            json.dumps(
+                {
+                    "cells": [
+                        ["imports", imports_source],
+                        ["exercise", exercise_source],
+                        ["check", check_source],
+                    ],
+                    "result": str(outcome),
+                }
+            ),
+            encoding="utf-8",
+        )
+        command = [sys.executable, "-m", "course_utils._exercise_runner", str(job)]
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=_child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=os.name == "posix",
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            stdout, _ = process.communicate()
+            seconds = time.perf_counter() - start
+            return Result(
+                False,
+                f"timed out after {timeout:g} s: look for an endless loop, or make the work smaller",
+                seconds,
+                stdout,
+            )
+        seconds = time.perf_counter() - start
+        if not outcome.exists():
+            tail = "\n".join(stderr.strip().splitlines()[-5:])
+            return Result(
+                False,
+                f"the check process stopped (exit code {process.returncode}) before reporting a "
+                f"result{': ' + tail if tail else ''}",
+                seconds,
+                stdout,
+            )
+        report = json.loads(outcome.read_text(encoding="utf-8"))
+        return Result(bool(report["passed"]), report["message"], seconds, stdout)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), env.get("PYTHONPATH", "")]))
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.setdefault("MPLBACKEND", "Agg")
+    env.pop("COURSE_FIGURES_FILE", None)  # an exercise never writes into the run summary
+    return env
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """Kill the process and everything it started (its own session on POSIX)."""
+    try:
+        if os.name == "posix":
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,121 @@
+"""The command line: python -m course_utils {release,run,report,data}."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import nbformat
+import pytest
+from nb_builders import EXAMPLE_SOLUTION
+
+from course_utils import paths
+from course_utils.__main__ import main
+
+
+def _python(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_help_lists_the_commands_without_heavy_imports():
+    shown = _python("-m", "course_utils", "--help")
+    assert shown.returncode == 0
+    for command in ("release", "run", "report", "data"):
+        assert command in shown.stdout
+    probe = _python(
+        "-c",
+        "import sys, course_utils.__main__ as cli; cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'papermill', 'nbformat', 'course_utils.runner') "
+        "if m in sys.modules))",
+    )
+    assert probe.stdout.strip() == "[]", probe.stderr
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A repository with the example solution; paths.solutions_dir/notebooks_dir point into it."""
+    solutions, notebooks = tmp_path / "solutions", tmp_path / "notebooks"
+    solutions.mkdir()
+    shutil.copy(EXAMPLE_SOLUTION, solutions / "01_example.ipynb")
+    monkeypatch.setattr(paths, "solutions_dir", lambda: solutions)
+    monkeypatch.setattr(paths, "notebooks_dir", lambda: notebooks)
+    return solutions, notebooks
+
+
+def test_release_check_then_release(repo, capsys):
+    solutions, notebooks = repo
+    assert main(["release", "--check"]) == 1
+    assert "out of sync" in capsys.readouterr().err
+    assert main(["release"]) == 0
+    assert (notebooks / "01_example.ipynb").exists()
+    assert main(["release", "--check"]) == 0
+    assert "in sync" in capsys.readouterr().out
+
+
+def test_release_refuses_a_broken_solution(repo, capsys):
+    solutions, notebooks = repo
+    nb = nbformat.read(solutions / "01_example.ipynb", as_version=4)
+    nb.cells[2].metadata["tags"] = []
+    nbformat.write(nb, solutions / "01_example.ipynb")
+    assert main(["release"]) == 1
+    assert "01_example.ipynb: cell 2: must be a code cell tagged 'parameters'" in capsys.readouterr().err
+    assert not notebooks.exists()
+
+
+def test_run_only_with_no_match_is_a_usage_error(repo, capsys):
+    assert main(["run", "--only", "05"]) == 2
+    assert "no notebook to run" in capsys.readouterr().err
+
+
+def test_run_rejects_a_malformed_parameter(repo, capsys):
+    assert main(["run", "--param", "not a pair"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_run_passes_typed_parameters_and_the_selection(repo, monkeypatch):
+    seen = {}
+
+    def fake_run(notebooks, **kwargs):
+        seen.update(notebooks=[nb.name for nb in notebooks], **kwargs)
+        return []
+
+    monkeypatch.setattr("course_utils.runner.run_notebooks", fake_run)
+    assert (
+        main(["run", "--only", "01", "-p", "STEPS=20", "-p", "MODEL=tiny-gpt", "--cell-timeout", "30"]) == 0
+    )
+    assert seen["notebooks"] == ["01_example.ipynb"]
+    assert seen["parameters"] == {"STEPS": 20, "MODEL": "tiny-gpt"}
+    assert seen["profile"] == "tiny" and seen["cell_timeout"] == 30 and seen["update_solutions"] is False
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "function"),
+    [("report", "course_utils.env", "environment_report"), ("data", "course_utils.data_build", "build_all")],
+)
+def test_optional_commands_explain_a_missing_module(command, module, function, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, module, None)  # what an import of an absent module does
+    assert main([command]) == 2
+    assert f"{module.replace('.', '/')}.py is missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "function"),
+    [("report", "course_utils.env", "environment_report"), ("data", "course_utils.data_build", "build_all")],
+)
+def test_optional_commands_call_the_module(command, module, function, monkeypatch, capsys):
+    fake = types.ModuleType(module)
+    setattr(fake, function, lambda: "[OK] everything")
+    monkeypatch.setitem(sys.modules, module, fake)
+    assert main([command]) == 0
+    assert "[OK] everything" in capsys.readouterr().out
+
+
+def test_report_exit_status_follows_the_report(monkeypatch):
+    fake = types.ModuleType("course_utils.env")
+    fake.environment_report = lambda: types.SimpleNamespace(ok=False, lines=["[FAIL] torch"])
+    monkeypatch.setitem(sys.modules, "course_utils.env", fake)
+    assert main(["report"]) == 1
