@@ -144,34 +144,66 @@ def pick_precision(device: torch.device | str | None = None) -> Precision:
     device = pick_device() if device is None else torch.device(device)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        name = torch.cuda.get_device_name(index)
-        major, minor = torch.cuda.get_device_capability(index)
+        return precision_for("cuda", torch.cuda.get_device_capability(index), torch.cuda.get_device_name(index))
+    return precision_for(device.type)
+
+
+def precision_for(device_type: str, capability: tuple[int, int] | None = None, gpu_name: str = "This GPU") -> Precision:
+    """The precision rule for a device type (and, for CUDA, its compute capability), without needing the device."""
+    import torch
+
+    if device_type == "cuda":
+        if capability is None:
+            raise ValueError("For CUDA pass the compute capability, e.g. (8, 0) for an A100 or (7, 5) for a T4.")
+        major, minor = capability
         if (major, minor) >= (8, 0):
             return Precision(
                 "cuda", torch.float32, torch.bfloat16, torch.bfloat16, False,
-                f"{name} (compute capability {major}.{minor}) computes bfloat16 natively; bf16 keeps fp32's "
+                f"{gpu_name} (compute capability {major}.{minor}) computes bfloat16 natively; bf16 keeps fp32's "
                 "exponent range, so gradients do not underflow and no GradScaler is needed.",
             )
         # Before Ampere (T4 is 7.5) bf16 is only emulated: torch.cuda.is_bf16_supported() says True by default
         # because it counts emulation, so we decide on the compute capability instead.
         return Precision(
             "cuda", torch.float32, torch.float16, torch.float16, True,
-            f"{name} (compute capability {major}.{minor}) has fast fp16 but no native bf16; fp16's small range "
+            f"{gpu_name} (compute capability {major}.{minor}) has fast fp16 but no native bf16; fp16's small range "
             "lets small gradients underflow to zero, so a GradScaler scales the loss up before backward.",
         )
-    if device.type == "mps":
+    if device_type == "mps":
         return Precision(
             "mps", torch.float32, torch.float16, None, False,
             "Apple MPS: training stays in fp32 without autocast, because autocast and GradScaler support on MPS "
             "depends on the torch and macOS versions, and the course's small models fit in unified memory "
             "anyway; frozen weights for inference load in fp16, which MPS runs well.",
         )
-    return Precision(
-        "cpu", torch.float32, torch.float32, None, False,
-        "CPU: fp32 throughout. bf16 autocast is only faster on CPUs with bf16 instructions (AVX-512 BF16, AMX); "
-        "on typical laptops and CI runners it is emulated and slower, the tiny models fit in RAM in fp32 anyway, "
-        "and fp32 gives the same numbers on every machine.",
-    )
+    if device_type == "cpu":
+        return Precision(
+            "cpu", torch.float32, torch.float32, None, False,
+            "CPU: fp32 throughout. bf16 autocast is only faster on CPUs with bf16 instructions (AVX-512 BF16, "
+            "AMX); on typical laptops and CI runners it is emulated and slower, the tiny models fit in RAM in "
+            "fp32 anyway, and fp32 gives the same numbers on every machine.",
+        )
+    raise ValueError(f"Unknown device type {device_type!r}: use 'cuda', 'mps' or 'cpu'.")
+
+
+# Example devices for precision_rules(): one per rule.
+EXAMPLE_DEVICES: tuple[tuple[str, str, tuple[int, int] | None], ...] = (
+    ("A100 / L4 / H100 (CUDA, Ampere or newer)", "cuda", (8, 0)),
+    ("T4 (free Colab GPU)", "cuda", (7, 5)),
+    ("Apple silicon (MPS)", "mps", None),
+    ("CPU", "cpu", None),
+)
+
+
+def precision_rules() -> list[dict[str, str]]:
+    """The precision chosen for one example device per rule (the same on every machine)."""
+    rows = []
+    for label, device_type, capability in EXAMPLE_DEVICES:
+        p = precision_for(device_type, capability, gpu_name=label.split(" (")[0])
+        rows.append({"device": label, "autocast": _short_dtype(p.autocast_dtype) if p.autocast_dtype else "none",
+                     "GradScaler": "yes" if p.use_grad_scaler else "no", "trained weights": _short_dtype(p.dtype),
+                     "frozen weights": _short_dtype(p.inference_dtype)})
+    return rows
 
 
 def autocast(precision: Precision, device: torch.device | str | None = None) -> contextlib.AbstractContextManager:
@@ -309,7 +341,7 @@ def profile_plan(profile: profiles.Profile) -> list[dict[str, str]]:
                 where = str(resolve(name))
                 where = where.split(" from ", 1)[1] if " from " in where else where
             except Exception as exc:  # noqa: BLE001 - the plan reports every problem instead of stopping
-                where = f"NOT AVAILABLE: {str(exc).split('. ')[0]}"
+                where = f"NOT AVAILABLE ({str(exc).split(':')[0]}): see environment_report() for the fix"
             rows.append({"kind": kind, "role": role, "name": name, "loads from": where})
     return rows
 

@@ -235,7 +235,7 @@ class FitRow:
                 "total GiB": round(self.breakdown.total / GIB, 2), "fits": self.fits}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FitTable:
     """Fit verdicts for models x methods; shows as a grid (text, markdown or HTML), with details per model."""
 
@@ -287,6 +287,8 @@ class FitTable:
     def __str__(self) -> str:
         return self.to_markdown()
 
+    __repr__ = __str__  # the plain-text view of a notebook shows the table
+
     def _repr_html_(self) -> str:
         headers, _ = self.grid()
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
@@ -315,6 +317,8 @@ class FitTable:
 def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "NO"
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
@@ -332,6 +336,14 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
     rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
     return "\n".join([line([str(h) for h in headers]), rule, *(line(r) for r in text_rows)])
+
+
+def records_table(records: Sequence[dict[str, Any]]) -> str:
+    """:func:`markdown_table` of a list of dicts with the same keys (the keys are the headers)."""
+    if not records:
+        return "(no rows)"
+    headers = list(records[0])
+    return markdown_table(headers, [[record.get(h, "") for h in headers] for record in records])
 
 
 def _is_number(text: str) -> bool:
@@ -361,10 +373,20 @@ def fit_table(models: Sequence[str] | None = None, methods: Sequence[str] | None
 # Tables of facts and the seeds' claims
 
 
+FORMAT_LAYOUT: dict[str, str] = {
+    "fp32": "1 sign, 8 exponent, 23 mantissa bits",
+    "bf16": "1 sign, 8 exponent, 7 mantissa bits (fp32's range)",
+    "fp16": "1 sign, 5 exponent, 10 mantissa bits",
+    "int8": "8-bit integer + a per-row scale (not counted)",
+    "nf4": "4-bit code + fp32 absmax per block of 64: 4 + 32/64",
+    "nf4+dq": "4-bit code + 8-bit absmax per block of 64 + fp32 per 256 blocks: 4 + 8/64 + 32/(64*256)",
+}
+
+
 def bits_table() -> str:
-    """Bits and bytes per parameter of each storage format, as a markdown table."""
-    rows = [[fmt, f"{bits:.6g}", f"{bits / 8:.6g}"] for fmt, bits in BITS_PER_PARAM.items()]
-    return markdown_table(["format", "bits/param", "bytes/param"], rows)
+    """Bits and bytes per parameter of each storage format, with its layout, as a markdown table."""
+    rows = [[fmt, f"{bits:.6g}", f"{bits / 8:.6g}", FORMAT_LAYOUT[fmt]] for fmt, bits in BITS_PER_PARAM.items()]
+    return markdown_table(["format", "bits/param", "bytes/param", "layout"], rows)
 
 
 def training_bytes_table() -> str:
@@ -446,6 +468,37 @@ def kv_table(models: Sequence[str], contexts: Sequence[int], batch: int = 1, byt
 # ---------------------------------------------------------------------------------------------------------------
 # Plots
 
+def _figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure that is not managed by pyplot (no global state, never shown twice)."""
+    from matplotlib.figure import Figure
+
+    _enable_figure_display()
+    return Figure(**kwargs)
+
+
+def _enable_figure_display() -> None:
+    """In IPython, show a Figure that ends a cell as an image even when ``%matplotlib inline`` was never run.
+
+    Jupyter registers that display only when a backend is activated; we add it only if nothing else did.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    formatter = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("image/png")
+    if formatter is None:
+        return
+    from matplotlib.figure import Figure
+
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        from IPython.core.pylabtools import print_figure
+
+        formatter.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
+
+
 PART_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#c44e52", "kv_cache": "#55a868",
                "activations": "#8172b3"}
 
@@ -454,11 +507,9 @@ def plot_breakdown(models: Sequence[str], *, memory: int | float | MachineMemory
                    headroom: float = DEFAULT_HEADROOM, context: int = 4096, batch: int = 1, lora_r: int = 16,
                    methods: Sequence[str] | None = None, log: bool = False) -> Any:
     """Stacked bars of each part per method, one panel per model, against this machine's memory; a Figure."""
-    from matplotlib.figure import Figure
-
     table = fit_table(models, methods, memory=memory, headroom=headroom, context=context, batch=batch,
                       lora_r=lora_r)
-    fig = Figure(figsize=(4.6 * len(table.models), 4.2), layout="constrained")
+    fig = _figure(figsize=(4.6 * len(table.models), 4.2), layout="constrained")
     axes = fig.subplots(1, len(table.models), squeeze=False)[0]
     for ax, model in zip(axes, table.models):
         bottoms = [0.0] * len(table.methods)
@@ -486,9 +537,7 @@ def plot_breakdown(models: Sequence[str], *, memory: int | float | MachineMemory
 def plot_kv_growth(models: Sequence[str], max_context: int = 32768, *, batch: int = 1,
                    bytes_per_value: float = 2) -> Any:
     """KV cache GiB against context per model (dashed beyond the model's trained context), with its 16-bit weights."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    fig = _figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for index, name in enumerate(models):
         size = model_size(name)
@@ -523,8 +572,9 @@ def fit_explorer(model: str = "Llama-3-8B", *, context: int = 4096, batch: int =
                  memory: int | float | MachineMemory | None = None, headroom: float = DEFAULT_HEADROOM) -> Any:
     """Widgets to pick model, context, batch and LoRA rank, updating a table and a plot.
 
-    Where widgets cannot render (papermill, CI, GitHub) the widget's plain-text form is the table for the
-    default settings; without ipywidgets or IPython the table is printed. Returns the widget (or None).
+    Returns the widget: make it the last line of a cell to show it. Where widgets cannot render (papermill, CI,
+    GitHub) its plain-text form is the table for the starting settings; without ipywidgets or outside IPython
+    the table is printed and None is returned.
     """
     memory_value = memory
     if memory_value is None:
@@ -571,9 +621,7 @@ def fit_explorer(model: str = "Llama-3-8B", *, context: int = 4096, batch: int =
     for box in (model_box, context_box, batch_box, rank_box):
         box.observe(update, names="value")
     update()
-    explorer = _Explorer([widgets.HBox([model_box, rank_box]), widgets.HBox([context_box, batch_box]), out])
-    display(explorer)
-    return explorer
+    return _Explorer([widgets.HBox([model_box, rank_box]), widgets.HBox([context_box, batch_box]), out])
 
 
 def _details_html(table: FitTable, model: str) -> str:

@@ -109,6 +109,17 @@ def test_precision_mps_and_cpu():
     assert "bf16" in cpu.reason and cpu.name == "fp32"
 
 
+def test_precision_rules_cover_every_device_kind():
+    rows = env.precision_rules()
+    assert [(r["autocast"], r["GradScaler"]) for r in rows] == [
+        ("bf16", "no"), ("fp16", "yes"), ("none", "no"), ("none", "no")]
+    assert {r["trained weights"] for r in rows} == {"fp32"}
+    with pytest.raises(ValueError, match="compute capability"):
+        env.precision_for("cuda")
+    with pytest.raises(ValueError, match="Unknown device type"):
+        env.precision_for("xla")
+
+
 def test_autocast_and_scaler_are_noops_on_cpu():
     precision = env.pick_precision("cpu")
     with env.autocast(precision):
