@@ -30,6 +30,7 @@ def test_weights_gib_passes(capsys):
     (lambda n, bits: n * bits / 1e9, "eight times too much"),
     (lambda n, bits: n * bits / 8, "number of bytes"),
     (lambda n, bits: n * 2 / 2**30, "expected about"),
+    (lambda n, bits: n * bits / 8 / 2**30 * 1.001, "expected about"),
     (lambda n, bits: f"{n * bits / 8 / 2**30:.2f} GiB", "expected a number"),
     (lambda n, bits: print(n * bits / 8 / 2**30), "do not print it"),
 ])
