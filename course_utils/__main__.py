@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -155,36 +154,17 @@ def _parameters(pairs: list[str]) -> dict[str, Any]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    report = _optional("course_utils.env", "environment_report", "the environment report")()
-    if isinstance(report, (list, tuple)):
-        print("\n".join(str(line) for line in report))
-    elif report is not None and not isinstance(report, bool):
-        print(report)
-    return 1 if report is False or getattr(report, "ok", True) is False else 0
+    from course_utils.env import environment_report
+
+    report = environment_report(print_report=True)
+    return 0 if all(requirement.ok for requirement in report) else 1
 
 
 def _data(args: argparse.Namespace) -> int:
-    outcome = _optional("course_utils.data_build", "build_all", "the data build")()
-    if outcome is not None and not isinstance(outcome, bool):
-        print(outcome)
-    return 1 if outcome is False else 0
+    from course_utils.data_build import build_all
 
-
-def _optional(module_name: str, function: str, what: str) -> Callable[..., Any]:
-    """``module_name.function``, or a usage error naming the missing file when this checkout lacks it."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise  # the module exists but one of its own imports is missing: show that error as it is
-        path = module_name.replace(".", "/") + ".py"
-        raise _UsageError(
-            f"{what} is not available: {path} is missing from this checkout. Update the "
-            "workbook (git pull) or reinstall it."
-        ) from None
-    if not hasattr(module, function):
-        raise _UsageError(f"{what} is not available: {module_name} has no {function}(); update the workbook.")
-    return getattr(module, function)
+    build_all()
+    return 0
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ def build_all(out_dir: str | Path | None = None, *, progress: bool = True) -> di
     # 2. Tokenizer, trained on the training stories only.
     tokenizer = build_tokenizer(story_splits["train"], out / "tokenizer", TOKENIZER_VOCAB, tiny_models.CONTEXT)
     say(f"tokenizer trained: {len(tokenizer)} tokens")
+    split_words = [w for w in zorbish.CODE_WORDS if len(tokenizer.tokenize(" " + w)) != 1]
+    if split_words:
+        raise RuntimeError(f"Zorbish code words {split_words} are not single tokens; choose more frequent words")
     train_ids = encode_documents(tokenizer, story_splits["train"])
     val_ids = encode_documents(tokenizer, story_splits["validation"])
 

@@ -37,12 +37,12 @@ class TinySpec:
     description: str
 
 
-TINY_GPT2 = TinySpec("tiny-gpt2", "gpt2", hidden=128, layers=4, heads=4, kv_heads=4, steps=150, lr=3e-3,
+TINY_GPT2 = TinySpec("tiny-gpt2", "gpt2", hidden=128, layers=4, heads=4, kv_heads=4, steps=300, lr=3e-3,
                      description="GPT-2 architecture, pretrained on the story corpus")
-TINY_LLAMA = TinySpec("tiny-llama", "llama", hidden=128, layers=4, heads=4, kv_heads=2, steps=250, lr=3e-3,
+TINY_LLAMA = TinySpec("tiny-llama", "llama", hidden=128, layers=4, heads=4, kv_heads=2, steps=500, lr=3e-3,
                       description="Llama architecture (GQA), pretrained on the story corpus; teacher and base model")
-TINY_LLAMA_STUDENT = TinySpec("tiny-llama-student", "llama", hidden=128, layers=2, heads=4, kv_heads=2, steps=150,
-                              lr=2e-3, description="half of tiny-llama's layers, distilled from tiny-llama")
+TINY_LLAMA_STUDENT = TinySpec("tiny-llama-student", "llama", hidden=128, layers=2, heads=4, kv_heads=2, steps=100,
+                              lr=1e-3, description="half of tiny-llama's layers, distilled from tiny-llama")
 
 
 def make_config(spec: TinySpec, tokenizer):
@@ -118,7 +118,7 @@ def save_tiny_model(model: torch.nn.Module, tokenizer, folder: Path) -> None:
 
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=0.8, top_k=40, max_length=CONTEXT,
+        pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=0.8, top_k=40,
     )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

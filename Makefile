@@ -1,0 +1,61 @@
+# llm-workbook: `make run` executes every notebook on the tiny profile, `make test` lints and tests.
+# Both create .venv and install what they need the first time (CPU-only, pinned by constraints/ci-cpu.txt).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONSTRAINTS ?= constraints/ci-cpu.txt
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+# CI and these commands always run offline: everything comes from data/.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-fast lint lab data student constraints clean help
+
+help:
+	@echo "make run      execute every solution notebook (papermill, tiny profile); summary in build/summary.md"
+	@echo "make test     ruff, then pytest: unit tests, release checks, data rebuild, notebooks (papermill + nbval)"
+	@echo "make test-fast  the same without the slow tests (no notebook execution, no data rebuild)"
+	@echo "make lab      JupyterLab on the workbook"
+	@echo "make data     rebuild data/ from scratch (corpora, tokenizer, tiny checkpoints)"
+	@echo "make student  regenerate notebooks/ from solutions/"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch would pull gigabytes of CUDA packages.
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m course_utils run --profile tiny
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax tests solutions
+
+test-fast: lint
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab
+
+data: $(STAMP)
+	$(PY) -m course_utils data
+
+student: $(STAMP)
+	$(PY) -m course_utils release
+
+constraints: $(STAMP)
+	{ echo "# Exact versions CI installs (CPU only, Python 3.11). Regenerate with: make constraints"; \
+	  $(VENV)/bin/pip freeze --exclude-editable | grep -v '^-e' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | sort -f; \
+	} > $(CONSTRAINTS)
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
