@@ -209,6 +209,9 @@ def evaluate(
                 stdout,
                 kind="timeout",
             )
+        except BaseException:  # Ctrl-C: never leave the student's code running
+            _kill(process)
+            raise
         seconds = time.perf_counter() - start
         if not outcome.exists():
             tail = "\n".join(stderr.strip().splitlines()[-5:])

@@ -335,6 +335,9 @@ def grading_environment(workdir: Path, base: Mapping[str, str] | None = None) ->
             "TMPDIR": str(workdir / "tmp"),
             "COURSE_BUILD_DIR": str(workdir / "build"),  # paths.work_dir() and friends stay inside
             "COURSE_FIGURES_FILE": str(workdir / "figures.json"),
+            # IPython's history database would otherwise keep every submission's code where the next could read it.
+            "IPYTHONDIR": str(workdir / "ipython"),
+            "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter-runtime"),
         }
     )
     return env
@@ -385,6 +388,9 @@ def run_submission(
         except subprocess.TimeoutExpired:
             kill_tree(process)
             timed_out = True
+        except BaseException:  # Ctrl-C: never leave the student's kernel running
+            kill_tree(process)
+            raise
     seconds = time.perf_counter() - start
     text = _read_small(executed)
     try:
@@ -660,19 +666,25 @@ def grade_submissions(
 
     def one(index: int) -> StudentGrade:
         submission, (data, problem) = submissions[index], snapshots[index]
-        grade = grade_submission(
-            ids[index],
-            data,
-            reference,
-            solution=solution,
-            problem=problem,
-            source=str(submission.path.relative_to(submissions_dir)),
-            timeout=timeout,
-            check_timeout=check_timeout,
-            run=run,
-            scratch_dir=scratch_dir,
-            reveal_hidden=reveal_hidden,
-        )
+        source = str(submission.path.relative_to(submissions_dir))
+        try:
+            grade = grade_submission(
+                ids[index],
+                data,
+                reference,
+                solution=solution,
+                problem=problem,
+                source=source,
+                timeout=timeout,
+                check_timeout=check_timeout,
+                run=run,
+                scratch_dir=scratch_dir,
+                reveal_hidden=reveal_hidden,
+            )
+        except Exception as exc:  # noqa: BLE001 - a grader failure on one submission never stops the others
+            reason = f"{GRADER_ERROR}: {type(exc).__name__}: {_first_line(str(exc))}"
+            zeros = [ExerciseGrade(ex.grade_id, 0.0, ex.points, GRADER_ERROR) for ex in reference.exercises]
+            grade = StudentGrade(ids[index], source, zeros, NotebookRun("skipped"), reason)
         say(_progress_line(grade))
         return grade
 
@@ -818,8 +830,6 @@ def feedback_markdown(
 
 
 _ADVICE = {
-    NOT_WRITTEN: "The cell still raises `NotImplementedError`: replace it with your code.",
-    DELETED: "",
     TIMED_OUT: "Your code ran past the time limit: look for an endless loop, or work on smaller inputs.",
     CRASHED: "Your cell raised an error. Restart the kernel and run the imports cell, then your cell, on its own: "
     "it may use only what the imports cell imports.",

@@ -449,7 +449,14 @@ def test_grading_environment_keeps_everything_inside_the_submission_folder(tmp_p
     assert "HF_TOKEN" not in env and env["PATH"] == "/usr/bin"
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["PYTHONPATH"] == os.pathsep.join([str(paths.REPO_ROOT), "/extra"])
-    for name in ("TMPDIR", "COURSE_BUILD_DIR", "COURSE_FIGURES_FILE", "HF_TOKEN_PATH"):
+    for name in (
+        "TMPDIR",
+        "COURSE_BUILD_DIR",
+        "COURSE_FIGURES_FILE",
+        "HF_TOKEN_PATH",
+        "IPYTHONDIR",
+        "JUPYTER_RUNTIME_DIR",
+    ):
         assert Path(env[name]).is_relative_to(tmp_path), name
     assert Path(env["TMPDIR"]).is_dir()
 
@@ -792,3 +799,24 @@ def test_cli_help_lists_grade_and_stays_light():
         timeout=60,
     )
     assert probe.stdout.split() == ["True", "False", "False"], probe.stderr
+
+
+def test_a_grader_failure_on_one_submission_does_not_stop_the_others(tmp_path, monkeypatch):
+    import course_utils.grading as grading
+
+    solution = _solution(tmp_path)
+    subs = tmp_path / "subs"
+    for name in ("ann", "bo"):
+        _write(_student(), subs / f"{name}.ipynb")
+    real = grading.grade_submission
+
+    def flaky(student, *args, **kwargs):
+        if student == "ann":
+            raise OSError("disk full")
+        return real(student, *args, **kwargs)
+
+    monkeypatch.setattr(grading, "grade_submission", flaky)
+    ann, bo = grade_submissions(solution, subs, tmp_path / "out", run=False, check_timeout=30, log=None)
+    assert ann.problem == f"{GRADER_ERROR}: OSError: disk full"
+    assert [exercise.reason for exercise in ann.exercises] == [GRADER_ERROR] * 3
+    assert [exercise.reason for exercise in bo.exercises] == [NOT_WRITTEN] * 3
