@@ -805,7 +805,7 @@ def feedback_markdown(
         lines += [
             "",
             "Each exercise is still graded on its own (the imports cell, your exercise cell, then the check with "
-            "the instructor's hidden tests, in a fresh Python), so that cell costs you no points by itself.",
+            "the instructor's hidden tests, in a fresh Python): a cell that fails elsewhere costs no points by itself.",
         ]
     lines += ["", "| exercise | points | result |", "| --- | ---: | --- |"]
     for exercise in grade.exercises:
@@ -830,6 +830,8 @@ def feedback_markdown(
 
 
 _ADVICE = {
+    HIDDEN: "Your function passes the example in the notebook but not every case: try it on more inputs (edge "
+    "cases such as empty or unusual ones).",
     TIMED_OUT: "Your code ran past the time limit: look for an endless loop, or work on smaller inputs.",
     CRASHED: "Your cell raised an error. Restart the kernel and run the imports cell, then your cell, on its own: "
     "it may use only what the imports cell imports.",
