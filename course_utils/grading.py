@@ -593,7 +593,9 @@ def grade_submission(
     """Grade one submission (its bytes, read beforehand) in a temporary folder of its own, removed afterwards."""
     nb = None
     if not problem:
-        if data is None or len(data) > MAX_NOTEBOOK_BYTES:
+        if data is None:
+            problem = NO_NOTEBOOK
+        elif len(data) > MAX_NOTEBOOK_BYTES:
             problem = f"{NOT_NOTEBOOK}: the file is larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB"
         else:
             nb, problem = parse_submission(data)
@@ -793,12 +795,13 @@ def feedback_markdown(
         "",
     ]
     if grade.problem:
-        lines += [
-            f"Your submission could not be graded: {grade.problem}.",
-            "",
-            "Submit the `.ipynb` file you worked in (in Jupyter: File > Download; in Colab: File > Download > "
-            "Download .ipynb), not a copy of its text or a PDF.",
-        ]
+        lines += [f"Your submission could not be graded: {grade.problem}.", ""]
+        lines.append(
+            _ADVICE[GRADER_ERROR]
+            if grade.problem.startswith(GRADER_ERROR)
+            else "Submit the `.ipynb` file you worked in (in Jupyter: File > Download; in Colab: File > Download > "
+            "Download .ipynb), not a copy of its text or a PDF."
+        )
         return "\n".join(lines) + "\n"
     lines += [f"Restart & Run All (fresh kernel, tiny profile): {grade.run.sentence(timeout)}"]
     if grade.run.status not in ("ok", "skipped"):

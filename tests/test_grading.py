@@ -820,3 +820,5 @@ def test_a_grader_failure_on_one_submission_does_not_stop_the_others(tmp_path, m
     assert ann.problem == f"{GRADER_ERROR}: OSError: disk full"
     assert [exercise.reason for exercise in ann.exercises] == [GRADER_ERROR] * 3
     assert [exercise.reason for exercise in bo.exercises] == [NOT_WRITTEN] * 3
+    feedback = (tmp_path / "out" / "feedback" / "ann.md").read_text()
+    assert "problem on the grading side" in feedback and "Download .ipynb" not in feedback
