@@ -60,9 +60,10 @@ def run_cells_outcome(cells: list[tuple[str, str]]) -> Outcome:
             )
         except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are failures too
             line = _line_in(exc, stage)
-            if isinstance(exc, NotImplementedError) or isinstance(exc.__context__, NotImplementedError):
-                message = str(exc) if isinstance(exc, CheckFailed) and str(exc) else NOT_WRITTEN
-                return Outcome(False, message, "not-written", stage, line)
+            if isinstance(exc, NotImplementedError):
+                return Outcome(False, NOT_WRITTEN, "not-written", stage, line)
+            if isinstance(exc, CheckFailed) and isinstance(exc.__context__, NotImplementedError):  # checks.call
+                return Outcome(False, str(exc) or NOT_WRITTEN, "not-written", stage, line)
             if isinstance(exc, CheckFailed):
                 return Outcome(False, str(exc) or "the check failed", "failed", stage, line)
             kind = "failed" if isinstance(exc, AssertionError) and stage == "check" else "error"
