@@ -1,4 +1,4 @@
-"""The instructors' and CI's command line: ``python -m course_utils {release,run,report,data}``.
+"""The instructors' and CI's command line: ``python -m course_utils {release,run,grade,report,data}``.
 
 Subcommands import their modules only when they run, so ``--help`` answers at once.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-DESCRIPTION = "Release, run and check the llm-workbook notebooks."
+DESCRIPTION = "Release, run, check and grade the llm-workbook notebooks."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +61,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="another papermill parameter (a Python literal, else a string); repeatable",
     )
 
+    grade = commands.add_parser(
+        "grade",
+        help="grade a folder of submissions: gradebook CSV and a feedback file per student",
+        description="Run each submitted notebook (papermill, tiny profile, its own folder and time limit), grade "
+        "each exercise with the solution's checks and hidden tests, and write gradebook.csv, feedback/ and "
+        "executed/.",
+    )
+    grade.add_argument(
+        "assignment", help="the solution notebook: number (00), name (00_your_machine) or a path to it"
+    )
+    grade.add_argument(
+        "submissions",
+        type=Path,
+        help="folder holding one .ipynb per student (id = file name) or one folder per student (id = folder name)",
+    )
+    grade.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: build/grades/<assignment>/)"
+    )
+    grade.add_argument(
+        "--timeout", type=float, default=300, metavar="S", help="seconds to run one whole notebook (default: 300)"
+    )
+    grade.add_argument(
+        "--check-timeout", type=float, default=60, metavar="S", help="seconds per exercise check (default: 60)"
+    )
+    grade.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions graded at once (default: 1)")
+    grade.add_argument(
+        "--skip-run", action="store_true", help="grade the exercises only; do not run the whole notebooks"
+    )
+    grade.add_argument(
+        "--hide-hidden-tests",
+        action="store_true",
+        help="feedback says that a hidden test failed, not which one (e.g. before a resubmission deadline)",
+    )
+
     commands.add_parser("report", help="print the environment report ([OK]/[FAIL] per check)")
     commands.add_parser("data", help="rebuild data/ (corpora, tokenizer, tiny checkpoints)")
     return parser
@@ -72,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "release": _release,
         "run": _run,
+        "grade": _grade,
         "report": _report,
         "data": _data,
     }
@@ -151,6 +186,28 @@ def _parameters(pairs: list[str]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             parameters[name] = text
     return parameters
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from course_utils import paths
+    from course_utils.grading import GradingError, grade_submissions, resolve_assignment
+
+    try:
+        assignment = resolve_assignment(args.assignment)
+        out = args.out if args.out is not None else paths.build_dir() / "grades" / assignment.stem
+        grade_submissions(
+            assignment,
+            args.submissions,
+            out,
+            timeout=args.timeout,
+            check_timeout=args.check_timeout,
+            run=not args.skip_run,
+            jobs=args.jobs,
+            reveal_hidden=not args.hide_hidden_tests,
+        )
+    except GradingError as exc:
+        raise _UsageError(str(exc)) from None
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

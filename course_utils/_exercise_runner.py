@@ -1,7 +1,9 @@
 """The subprocess behind :func:`course_utils.exercises.evaluate`: run imports, exercise and check in one namespace.
 
 Usage: ``python -m course_utils._exercise_runner JOB.json``. The job names the three sources and the file where
-the outcome goes (``{"passed": bool, "message": str}``); stdout and stderr are the caller's to keep.
+the outcome goes (``{"passed": bool, "message": str, "kind": str, "stage": str, "line": int | None}``); stdout and
+stderr are the caller's to keep. ``kind`` is one of :data:`KINDS`; ``stage`` and ``line`` say where it stopped (the
+line of that cell's own code, 1-based, so a grader can tell a hidden test from the visible check).
 """
 
 from __future__ import annotations
@@ -9,13 +11,36 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 NOT_WRITTEN = "not written yet: replace `raise NotImplementedError()` in the exercise cell with your code."
 
 
+# What stopped the cells: the check passed, the check (or a hidden test) failed, the stub is untouched, the code
+# does not parse, or something else was raised.
+KINDS = ("passed", "failed", "not-written", "syntax-error", "error")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the cells ran: passed or not, the message, the kind of failure and where it happened."""
+
+    passed: bool
+    message: str
+    kind: str
+    stage: str = ""
+    line: int | None = None
+
+
 def run_cells(cells: list[tuple[str, str]]) -> tuple[bool, str]:
     """Execute the named sources in order in one fresh namespace; the outcome and the message to show."""
+    outcome = run_cells_outcome(cells)
+    return outcome.passed, outcome.message
+
+
+def run_cells_outcome(cells: list[tuple[str, str]]) -> Outcome:
+    """:func:`run_cells` with the kind of failure, the stage that raised and the line of that cell."""
     from course_utils.checks import CheckFailed
 
     namespace: dict[str, object] = {"__name__": "__main__"}
@@ -23,15 +48,35 @@ def run_cells(cells: list[tuple[str, str]]) -> tuple[bool, str]:
     for stage, source in cells:
         try:
             exec(compile(source, f"<{stage} cell>", "exec"), namespace)  # noqa: S102 - running it is the point
-        except CheckFailed as exc:
-            return False, str(exc) or "the check failed"
-        except NotImplementedError:
-            return False, NOT_WRITTEN
         except SyntaxError as exc:
-            return False, f"SyntaxError in the {stage} cell, line {exc.lineno}: {exc.msg}"
+            if exc.filename != f"<{stage} cell>":  # raised by code the cell ran, not by compiling the cell
+                return Outcome(False, _describe(exc, stage, sources), "error", stage, _line_in(exc, stage))
+            return Outcome(
+                False,
+                f"SyntaxError in the {stage} cell, line {exc.lineno}: {exc.msg}",
+                "syntax-error",
+                stage,
+                exc.lineno,
+            )
         except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are failures too
-            return False, _describe(exc, stage, sources)
-    return True, "passed"
+            line = _line_in(exc, stage)
+            if isinstance(exc, NotImplementedError):
+                return Outcome(False, NOT_WRITTEN, "not-written", stage, line)
+            if isinstance(exc, CheckFailed) and isinstance(exc.__context__, NotImplementedError):  # checks.call
+                return Outcome(False, str(exc) or NOT_WRITTEN, "not-written", stage, line)
+            if isinstance(exc, CheckFailed):
+                return Outcome(False, str(exc) or "the check failed", "failed", stage, line)
+            kind = "failed" if isinstance(exc, AssertionError) and stage == "check" else "error"
+            return Outcome(False, _describe(exc, stage, sources), kind, stage, line)
+    return Outcome(True, "passed", "passed")
+
+
+def _line_in(exc: BaseException, stage: str) -> int | None:
+    """The line of the ``stage`` cell that was running when ``exc`` was raised (its outermost frame there)."""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == f"<{stage} cell>":
+            return frame.lineno
+    return None
 
 
 def _describe(exc: BaseException, stage: str, sources: dict[str, str]) -> str:
@@ -51,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the job file named in ``argv`` and write its outcome."""
     args = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    passed, message = run_cells([(stage, source) for stage, source in job["cells"]])
+    outcome = run_cells_outcome([(stage, source) for stage, source in job["cells"]])
     sys.stdout.flush()
-    Path(job["result"]).write_text(json.dumps({"passed": passed, "message": message}), encoding="utf-8")
+    Path(job["result"]).write_text(json.dumps(asdict(outcome)), encoding="utf-8")
     return 0
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,12 +53,20 @@ class ExerciseNotebook:
 
 @dataclass(frozen=True)
 class Result:
-    """What happened when an exercise was checked: passed or not, the message to show, the time it took."""
+    """What happened when an exercise was checked: passed or not, the message to show, the time it took.
+
+    ``kind`` is ``passed``, ``failed`` (the check or a hidden test), ``not-written``, ``syntax-error``, ``error``
+    (something else was raised), ``timeout`` or ``died`` (the process stopped without reporting); ``stage``
+    (``imports``, ``exercise`` or ``check``) and ``line`` (1-based, in that cell) say where it stopped.
+    """
 
     passed: bool
     message: str
     seconds: float
     output: str = ""
+    kind: str = ""
+    stage: str = ""
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,8 +158,12 @@ def evaluate(
     *,
     timeout: float = 60,
     workdir: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Result:
-    """Run imports, exercise and check in a fresh Python subprocess (in ``workdir`` or a temporary folder)."""
+    """Run imports, exercise and check in a fresh Python subprocess (in ``workdir`` or a temporary folder).
+
+    ``env`` is the environment the subprocess starts from (default: this process's); the package stays importable.
+    """
     with tempfile.TemporaryDirectory(prefix="course-exercise-") as scratch:
         scratch_dir = Path(scratch)
         cwd = Path(workdir) if workdir is not None else scratch_dir / "work"
@@ -175,7 +188,7 @@ def evaluate(
         process = subprocess.Popen(
             command,
             cwd=cwd,
-            env=_child_env(),
+            env=_child_env(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -194,7 +207,11 @@ def evaluate(
                 f"timed out after {timeout:g} s: look for an endless loop, or make the work smaller",
                 seconds,
                 stdout,
+                kind="timeout",
             )
+        except BaseException:  # Ctrl-C: never leave the student's code running
+            _kill(process)
+            raise
         seconds = time.perf_counter() - start
         if not outcome.exists():
             tail = "\n".join(stderr.strip().splitlines()[-5:])
@@ -204,13 +221,22 @@ def evaluate(
                 f"result{': ' + tail if tail else ''}",
                 seconds,
                 stdout,
+                kind="died",
             )
         report = json.loads(outcome.read_text(encoding="utf-8"))
-        return Result(bool(report["passed"]), report["message"], seconds, stdout)
+        return Result(
+            bool(report["passed"]),
+            report["message"],
+            seconds,
+            stdout,
+            kind=str(report.get("kind", "")),
+            stage=str(report.get("stage", "")),
+            line=report.get("line"),
+        )
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), env.get("PYTHONPATH", "")]))
     env["PYTHONIOENCODING"] = "utf-8"
     env.setdefault("MPLBACKEND", "Agg")

@@ -108,5 +108,60 @@ def example_solution() -> NotebookNode:
     )
 
 
+# A small assignment for the grading tests: three fast exercises, hidden tests as a check call and as a bare assert.
+GRADING_NAME = "02_grading.ipynb"
+GRADING_SOLUTIONS = {
+    "nb02-word-count": "def word_count(text):\n    ### BEGIN SOLUTION\n    return len(text.split())\n    ### END SOLUTION",
+    "nb02-squares": "def squares(n):\n    ### BEGIN SOLUTION\n    return [i * i for i in range(n)]\n    ### END SOLUTION",
+    "nb02-initials": (
+        'def initials(name):\n    ### BEGIN SOLUTION\n    return "".join(word[0].upper() for word in name.split())\n'
+        "    ### END SOLUTION"
+    ),
+}
+GRADING_CHECKS = {
+    "nb02-word-count": (
+        2,
+        'checks.expect_equal(checks.call(word_count, "the quick brown fox"), 4, "word_count(\'the quick brown fox\')")\n'
+        "### BEGIN HIDDEN TESTS\n"
+        'checks.expect_equal(checks.call(word_count, "  spaced   out  "), 2, "word_count(\'  spaced   out  \')")\n'
+        "### END HIDDEN TESTS\n"
+        'checks.passed("word_count counts words")',
+    ),
+    "nb02-squares": (
+        1,
+        'checks.expect_equal(checks.call(squares, 4), [0, 1, 4, 9], "squares(4)")\n'
+        "### BEGIN HIDDEN TESTS\n"
+        'checks.expect_equal(checks.call(squares, 0), [], "squares(0)")\n'
+        "### END HIDDEN TESTS\n"
+        'checks.passed("squares squares")',
+    ),
+    "nb02-initials": (
+        1,
+        'checks.expect_equal(checks.call(initials, "Ada Lovelace"), "AL", "initials(\'Ada Lovelace\')")\n'
+        "### BEGIN HIDDEN TESTS\n"
+        'assert initials("grace brewster hopper") == "GBH"\n'
+        "### END HIDDEN TESTS\n"
+        'checks.passed("initials are right")',
+    ),
+}
+
+
+def grading_solution() -> NotebookNode:
+    """A solution notebook with three fast exercises (4 points in all), for the grading tests."""
+    cells = header_cells(GRADING_NAME, "Three small functions")
+    for number, (grade_id, solution) in enumerate(GRADING_SOLUTIONS.items(), start=1):
+        points, check = GRADING_CHECKS[grade_id]
+        cells += [
+            markdown(
+                f"### Exercise {number} · `{grade_id[5:]}` ({points} point{'s' if points > 1 else ''})\n\n"
+                "Write it; the next cell checks it."
+            ),
+            code(solution, nbgrader=solution_meta(grade_id)),
+            code(check, nbgrader=check_meta(f"{grade_id}-check", points=points)),
+        ]
+    cells += [markdown("Later cells never use the student's functions."), code('print("the end")')]
+    return notebook(cells)
+
+
 if __name__ == "__main__":  # regenerate the fixture: python tests/nb_builders.py
     write_notebook(example_solution(), EXAMPLE_SOLUTION)
