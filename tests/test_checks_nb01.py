@@ -29,8 +29,8 @@ def parse_right(path):
 
 
 def parse_with_pathlib(path):
-    raw = Path(path).open("rb").read(8)
-    (n,) = struct.unpack("<Q", raw)
+    with Path(path).open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
     with Path(path).open("rb") as f:
         f.seek(8)
         header = json.loads(f.read(n))
