@@ -32,7 +32,15 @@ class Source:
 
     def __str__(self) -> str:
         where = {"embedded": "embedded in data/", "local": "local folder", "cache": "hub cache", "hub": "the hub"}
-        return f"{self.kind} {self.name!r} from {where[self.origin]} ({self.location})"
+        return f"{self.kind} {self.name!r} from {where[self.origin]} ({_shown(self.location)})"
+
+
+def _shown(location: str) -> str:
+    """A location as printed: relative to the repository when inside it (outputs then read the same everywhere)."""
+    path = Path(location)
+    if path.is_absolute() and path.is_relative_to(paths.REPO_ROOT):
+        return str(path.relative_to(paths.REPO_ROOT))
+    return location
 
 
 def embedded_models() -> list[str]:
