@@ -357,12 +357,13 @@ class LlamaBody(nn.Module):
         self.embed_tokens = nn.Embedding(shape.vocab_size, shape.hidden_size)
         self.layers = nn.ModuleList(LlamaBlock(shape) for _ in range(shape.num_hidden_layers))
         self.norm = RMSNorm(shape.hidden_size, shape.rms_norm_eps)
-        self.register_buffer("inv_freq", rope_frequencies(shape.head_dim, shape.rope_parameters), persistent=False)
+        # A plain attribute, not a buffer: model.to(torch.bfloat16) must not round the rotation speeds.
+        self.inv_freq = rope_frequencies(shape.head_dim, shape.rope_parameters)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         start = cache.seq_length() if cache is not None else 0
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
-        cos, sin = rope_cos_sin(self.inv_freq, positions)
+        cos, sin = rope_cos_sin(self.inv_freq.to(input_ids.device), positions)
         x = self.embed_tokens(input_ids)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for index, block in enumerate(self.layers):

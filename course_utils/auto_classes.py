@@ -278,12 +278,12 @@ def class_table(model_types: Sequence[str] = tuple(TINY_CONFIGS)) -> list[dict[s
             model = build(auto, config)
             row[auto.__name__] = type(model).__name__ if model is not None else "-"
         hub_id, saved = REAL_CHECKPOINTS.get(model_type, ("", ""))
-        row["architectures in " + "config.json"] = f"{saved} ({hub_id})" if saved else ""
+        row["architectures in config.json"] = f"{saved} ({hub_id})" if saved else ""
         rows.append(row)
     return rows
 
 
-# (Auto class, modality, task, what the head outputs, model types to show examples for)
+# (Auto class, modality, task, what the head outputs)
 TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("AutoModel", "text", "hidden states, no head", "last_hidden_state (batch, seq, hidden)"),
     ("AutoModelForCausalLM", "text", "next-token generation", "logits (batch, seq, vocab)"),

@@ -266,3 +266,14 @@ def test_kv_cache_rejects_layers_out_of_order():
 def test_from_folder_refuses_another_architecture():
     with pytest.raises(ValueError, match="'gpt2' model"):
         arch.LlamaFromScratch.from_folder(paths.data_dir() / "models" / "tiny-gpt2")
+
+
+def test_bfloat16_model_keeps_float32_rotation_speeds():
+    torch.manual_seed(0)
+    reference = LlamaForCausalLM(arch.tiny_llama_config()).eval().to(torch.bfloat16)
+    ours = arch.LlamaFromScratch.from_transformers(reference)
+    assert next(ours.parameters()).dtype == torch.bfloat16
+    assert ours.model.inv_freq.dtype == torch.float32
+    ids = torch.randint(3, 128, (1, 10))
+    with torch.no_grad():
+        assert torch.allclose(ours(ids).float(), reference(ids).logits.float(), atol=0.05)
