@@ -6,8 +6,10 @@ transformers builds from them on the ``meta`` device (shapes, no memory, nothing
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -125,13 +127,30 @@ def _output_name(model: torch.nn.Module) -> str:
     return "?"
 
 
-def state_dict_summary(model: torch.nn.Module) -> dict[str, int]:
-    """How many entries ``state_dict()`` has, against ``named_parameters()`` and the distinct tensors behind them."""
+def saved_tensor_names(model: Any) -> list[str]:
+    """The tensor names ``save_pretrained`` writes (into a temporary folder, read back from the safetensors header)."""
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        for path in Path(folder).glob("*.safetensors"):
+            with safe_open(str(path), "pt") as saved:
+                names.update(saved.keys())
+    return sorted(names)
+
+
+def state_dict_summary(model: torch.nn.Module, *, saved: bool = False) -> dict[str, int]:
+    """How many entries ``state_dict()`` has, against ``named_parameters()`` and the distinct tensors behind them
+    (with ``saved``, also how many tensors ``save_pretrained`` writes)."""
     state = model.state_dict()
-    return {"state_dict entries": len(state),
-            "named_parameters()": sum(1 for _ in model.named_parameters()),
-            "distinct tensors in state_dict": len({t.data_ptr() for t in state.values() if t.numel()}),
-            "buffers saved in state_dict": sum(1 for n, _ in model.named_buffers() if n in state)}
+    summary = {"state_dict entries": len(state),
+               "named_parameters()": sum(1 for _ in model.named_parameters()),
+               "distinct tensors in state_dict": len({t.data_ptr() for t in state.values() if t.numel()}),
+               "buffers saved in state_dict": sum(1 for n, _ in model.named_buffers() if n in state)}
+    if saved:
+        summary["tensors save_pretrained writes"] = len(saved_tensor_names(model))
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,9 +51,12 @@ def test_tied_embeddings_by_data_ptr():
     assert (tied.input_name, tied.output_name) == ("transformer.wte.weight", "lm_head.weight")
     assert not untied.tied and not untied.config_says and untied.saved_params == 0
     assert untied.input_name == "model.embed_tokens.weight"
-    summary = model_anatomy.state_dict_summary(gpt2)
+    summary = model_anatomy.state_dict_summary(gpt2, saved=True)
     assert summary["state_dict entries"] == summary["named_parameters()"] + 1  # the tied head, listed twice
     assert summary["distinct tensors in state_dict"] == summary["named_parameters()"]
+    assert summary["tensors save_pretrained writes"] == summary["named_parameters()"]  # written once
+    assert "lm_head.weight" not in model_anatomy.saved_tensor_names(gpt2)
+    assert "lm_head.weight" in model_anatomy.saved_tensor_names(llama)
 
 
 def test_tied_embeddings_needs_a_head():
