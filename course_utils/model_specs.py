@@ -46,9 +46,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {
                   _llama_like("llama", 4096, 11008, 32, 32, 32, 32000, 4096, False),
                   "config.json of meta-llama/Llama-2-7b-hf (also in seeds 000 and 002)"),
         # config.json of meta-llama/Meta-Llama-3-8B. Seed 002 shows the same sizes (with Llama 3.1's long-context
-        # rope settings, which change no parameter).
+        # rope settings, which change no parameter). rope_theta changes no size either; notebook 02 compares it.
         ModelSpec("Llama-3-8B", "meta-llama/Meta-Llama-3-8B",
-                  _llama_like("llama", 4096, 14336, 32, 32, 8, 128256, 8192, False),
+                  _llama_like("llama", 4096, 14336, 32, 32, 8, 128256, 8192, False, rope_theta=500000.0),
                   "config.json of meta-llama/Meta-Llama-3-8B (sizes also in seed 002)"),
         # config.json of mistralai/Mistral-7B-v0.1 (sliding-window attention over 4096 tokens).
         ModelSpec("Mistral-7B-v0.1", "mistralai/Mistral-7B-v0.1",
