@@ -116,16 +116,17 @@ def load_tokenizer(name: str, **kwargs: Any):
 def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, verbose: bool = True, **kwargs: Any):
     """Load ``(model, tokenizer)`` for ``name`` with the Auto classes, in eval mode on ``device``.
 
-    ``dtype`` defaults to float32 on CPU (what the tiny checkpoints were trained in) and to the
-    checkpoint's own dtype elsewhere. Extra keyword arguments go to ``from_pretrained``
+    ``dtype`` defaults to the device's inference dtype (:func:`course_utils.env.pick_precision`): float32 on CPU
+    (what the tiny checkpoints were trained in), bf16 or fp16 on a GPU. Extra keyword arguments go to ``from_pretrained``
     (``quantization_config``, ``attn_implementation``, ...).
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
+    from course_utils.env import pick_precision
+
     source = resolve_model(name)
-    if dtype is None:
-        dtype = torch.float32 if device is None or torch.device(device).type == "cpu" else "auto"
+    if dtype is None:  # bf16 only where the GPU computes it natively (not on a T4), fp32 on CPU
+        dtype = pick_precision(device or "cpu").inference_dtype
     model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
     if device is not None and "quantization_config" not in kwargs and "device_map" not in kwargs:
         model = model.to(device)
