@@ -133,6 +133,14 @@ class Backend:
         model.train()
         return model
 
+    def make_trainer(self, model: Any, args: Any, train_data: Any, eval_data: Any, collator: Any,
+                     callbacks: list[Any]) -> Any:
+        """The trainer :func:`train` runs: transformers' ``Trainer`` (a backend may return its own subclass)."""
+        from transformers import Trainer
+
+        return Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                       data_collator=collator, callbacks=callbacks)
+
     def merge(self, model: Any) -> Any:
         """A plain model with ``W0 + (alpha/r) B A`` in each adapted layer."""
         return model.merge_and_unload()
@@ -644,7 +652,6 @@ def train(model: Any, tokenizer: Any, train_data: Any, settings: SFTSettings | N
     Measures wall and CPU time, each step's time, and peak memory (:func:`measure_peak_memory`); evaluates the
     held-out loss on ``eval_data`` at the end (and every ``settings.eval_steps`` if set).
     """
-    from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     settings = settings or SFTSettings()
@@ -654,8 +661,8 @@ def train(model: Any, tokenizer: Any, train_data: Any, settings: SFTSettings | N
     timer = _step_timer()
     with tempfile.TemporaryDirectory() as scratch:
         args = settings.training_arguments(str(output_dir or scratch), device)
-        trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-                          data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=[timer])
+        trainer = chosen.make_trainer(model, args, train_data, eval_data, CompletionCollator(tokenizer.pad_token_id),
+                                      [timer])
         for callback in list(trainer.callback_handler.callbacks):  # they print log dicts or HTML tables
             if isinstance(callback, (ProgressCallback, PrinterCallback)) or \
                     type(callback).__name__ == "NotebookProgressCallback":
@@ -694,6 +701,27 @@ def evaluate_loss(model: Any, tokenizer: Any, data: Any, batch_size: int = 32) -
         count += int((targets != IGNORE_INDEX).sum())
     model.train(was_training)
     return total / max(1, count)
+
+
+@torch.no_grad()
+def answer_token_probabilities(model: Any, tokenizer: Any, example: dict[str, Sequence[int]]) -> list[dict[str, Any]]:
+    """For each answer token of a tokenized example: the probability the model gives it, and its greedy choice."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(example["input_ids"])], device=device)
+    was_training = model.training
+    model.eval()
+    probabilities = torch.softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    model.train(was_training)
+    rows = []
+    for position, label in enumerate(example["labels"][1:]):
+        if label == IGNORE_INDEX:
+            continue
+        best = int(probabilities[position].argmax())
+        rows.append({"token": tokenizer.convert_ids_to_tokens(int(label)),
+                     "p(token)": float(probabilities[position, label]),
+                     "greedy choice": tokenizer.convert_ids_to_tokens(best),
+                     "right?": "yes" if best == label else "no"})
+    return rows
 
 
 # ================================================================================================ inference, scoring

@@ -140,6 +140,14 @@ def test_save_reload_and_merge(trained, tmp_path):
     assert mixed[1] == finetune.generate(base_model, tok, prompts[1:], chat=False, max_new_tokens=5)[0]
 
 
+def test_answer_token_probabilities(trained):
+    model, tok, _, _, val = trained
+    rows = finetune.answer_token_probabilities(model, tok, val[0])
+    assert len(rows) == sum(label != -100 for label in val[0]["labels"])
+    assert rows[-1]["token"] == "<|endoftext|>"
+    assert all(0 <= row["p(token)"] <= 1 for row in rows)
+
+
 def test_evaluate_generation_scores_predictions(trained, rows):
     model, tok, _, _, _ = trained
     evaluation = finetune.evaluate_generation(model, tok, rows["test"].select(range(4)), chat=False)
