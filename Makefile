@@ -37,11 +37,13 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# One math thread per pytest worker: two workers with two OpenMP threads each on two cores spin against each other
+# (measured: a notebook took 6x the CPU time), and every notebook kernel inherits the setting.
 test: lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax tests solutions
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax tests solutions
 
 test-fast: lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab
