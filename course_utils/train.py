@@ -183,12 +183,16 @@ def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoad
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss_sum = 0.0
-        for _ in range(cfg.grad_accum_steps):
+        for micro in range(cfg.grad_accum_steps):
             inputs, targets = next(batches)
             inputs, targets = inputs.to(device), targets.to(device)
-            with autocast_ctx():
-                loss = loss_fn(model, inputs, targets) / cfg.grad_accum_steps
-            (grad_scaler.scale(loss) if grad_scaler else loss).backward()
+            # Under DDP, all-reduce the gradients once per optimizer step, not after every micro-batch.
+            last_micro = micro == cfg.grad_accum_steps - 1
+            sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with autocast_ctx():
+                    loss = loss_fn(model, inputs, targets) / cfg.grad_accum_steps
+                (grad_scaler.scale(loss) if grad_scaler else loss).backward()
             loss_sum += loss.item()
             state.tokens_seen += inputs.numel()
         if all_reduce is not None:

@@ -127,3 +127,32 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     save_checkpoint(tmp_path, model, optimizer, train(model, *_loaders(), TrainConfig(max_steps=2), progress=False)[0])
     saved = torch.load(tmp_path / "training_state.pt", weights_only=True)
     assert saved["step"] == 2
+
+
+class CountsSyncs(torch.nn.Module):
+    """Stands in for DistributedDataParallel: records how often gradient sync was switched off."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.skipped_syncs = 0
+
+    def forward(self, ids):
+        return self.inner(ids)
+
+    def no_sync(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def skip():
+            self.skipped_syncs += 1
+            yield
+
+        return skip()
+
+
+def test_accumulation_syncs_gradients_once_per_step_under_ddp():
+    model = CountsSyncs(TinyLM())
+    cfg = TrainConfig(max_steps=3, eval_every=3, grad_accum_steps=4)
+    train(model, make_train_loader(SlidingWindowDataset(_data(0), 16), 2, seed=0), None, cfg, progress=False)
+    assert model.skipped_syncs == 3 * 3  # every micro-batch but the last of each step
