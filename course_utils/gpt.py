@@ -172,6 +172,8 @@ def hf_gpt2_config(cfg: GPTConfig, **special_tokens: Any):
     """The ``transformers.GPT2Config`` that describes the same network as ``cfg``."""
     from transformers import GPT2Config
 
+    for name in ("bos_token_id", "eos_token_id"):   # GPT2Config's defaults (50256) only fit GPT-2's own vocabulary
+        special_tokens.setdefault(name, None)
     return GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.n_embd,
                       n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function="gelu_new",
                       resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,

@@ -136,14 +136,16 @@ def plot_scaling(ours: tuple[str, float, float] | None = None, *, budgets: Seque
     low = min([1e15, *(training_flops(n, d) for _, n, d in points)]) / 10
     high = max([1e25, *(training_flops(n, d) for _, n, d in points)]) * 10
     grid = np.logspace(math.log10(low), math.log10(high), 100)
+    fitted = np.logspace(18, math.log10(high), 60)   # the fits come from runs of about 1e18 FLOPs and more
     left.plot(grid, [chinchilla_optimal(c)[0] for c in grid], "k--", label="20 tokens per parameter")
     for law in laws:
         left.plot(grid, [law.optimal(c)[0] for c in grid], label=law.name)
-        right.plot(grid, [law.loss(*law.optimal(c)) for c in grid], label=law.name)
-    for name, n, d in points:
+        right.plot(fitted, [law.loss(*law.optimal(c)) for c in fitted], label=law.name)
+    for i, (name, n, d) in enumerate(points):
         marker = "*" if ours and name == ours[0] else "o"
         left.scatter([training_flops(n, d)], [n], marker=marker, s=120 if marker == "*" else 30, zorder=3)
-        left.annotate(name, (training_flops(n, d), n), textcoords="offset points", xytext=(5, -10), fontsize=8)
+        left.annotate(name, (training_flops(n, d), n), textcoords="offset points", fontsize=8,
+                      xytext=(-8, 6) if i % 2 else (6, -10), ha="right" if i % 2 else "left")
     for compute in budgets:
         left.axvline(compute, color="grey", alpha=0.3)
     left.set(xscale="log", yscale="log", xlabel="training compute C = 6ND (FLOPs)", ylabel="parameters N",

@@ -5,8 +5,10 @@
 
 Every row trains the from-scratch GPT for a few steps on the device at hand and reports tokens per second,
 peak memory and the speed-up over the first row. A change that cannot run on this device (TF32 on a CPU, say)
-is not measured: its row says why, and the rows below it go on without it. Batches are random tokens already
-on the device, so data loading is not part of what is timed.
+is not measured: its row says why, and the rows below it go on without it. A change that runs but makes
+training slower here (bf16 on a CPU without bf16 instructions, say) is measured, shown, and then left out of
+the rows below, as you would in practice. Batches are random tokens already on the device, so data loading is
+not part of what is timed.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps. A CPU has no such counter, so
 there the column counts what a training step holds at its peak: parameters, gradients, the optimizer's two
@@ -82,14 +84,22 @@ class LadderRow:
     peak_memory_mib: float | None = None
     first_step_seconds: float | None = None   # includes compilation when torch.compile is on
     speedup: float | None = None
+    kept: bool = True                   # False: measured slower than the rows above, so the rows below go without it
     settings: SpeedSettings = field(default_factory=SpeedSettings)
 
 
 # ---------------------------------------------------------------------------------------------- applicability
 def autocast_dtype_for(device: torch.device) -> tuple[torch.dtype, bool]:
-    """The 16-bit type autocast uses on ``device`` and whether it needs a GradScaler."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16, True
+    """The 16-bit type autocast uses on ``device`` and whether it needs a GradScaler.
+
+    CUDA follows the workbook's precision rule (bf16 from Ampere on, fp16 + GradScaler before, e.g. a T4);
+    elsewhere the ladder tries bf16, which CPU autocast supports (fast only with bf16 instructions).
+    """
+    if device.type == "cuda":
+        from course_utils.env import pick_precision
+
+        precision = pick_precision(device)
+        return precision.autocast_dtype or torch.float16, precision.use_grad_scaler
     return torch.bfloat16, False
 
 
@@ -212,12 +222,16 @@ def measure_training_speed(cfg: GPTConfig, batch_size: int, seq_len: int, settin
 
 def run_ladder(cfg: GPTConfig, batch_size: int, seq_len: int, *, device: torch.device | str = "cpu",
                steps: int = 4, warmup: int = 2, compile_on_cpu: bool = False, rungs=RUNGS,
-               progress: bool = True) -> list[LadderRow]:
-    """Measure every rung in order, each keeping the changes above it; skipped rungs say why."""
+               slower_tolerance: float = 0.05, progress: bool = True) -> list[LadderRow]:
+    """Measure every rung in order, each on top of the changes kept above it.
+
+    A rung that does not apply says why; one that is more than ``slower_tolerance`` slower than the best
+    configuration so far is reported and then dropped (``kept=False``) for the rows below.
+    """
     device = torch.device(device)
     settings = SpeedSettings()
     rows: list[LadderRow] = []
-    baseline: float | None = None
+    baseline = best = 0.0
     iterator: Any = rungs
     if progress:
         from tqdm.auto import tqdm
@@ -228,14 +242,17 @@ def run_ladder(cfg: GPTConfig, batch_size: int, seq_len: int, *, device: torch.d
         if reason:
             rows.append(LadderRow(name, change, skipped=reason, settings=settings))
             continue
-        settings = replace(settings, **turn_on)
-        measured = measure_training_speed(cfg, batch_size, seq_len, settings, device=device, steps=steps,
+        trial = replace(settings, **turn_on)
+        measured = measure_training_speed(cfg, batch_size, seq_len, trial, device=device, steps=steps,
                                           warmup=warmup)
-        baseline = baseline or measured["tokens_per_second"]
-        rows.append(LadderRow(name, change, tokens_per_second=measured["tokens_per_second"],
-                              peak_memory_mib=measured["peak_memory_mib"],
-                              first_step_seconds=measured["first_step_seconds"],
-                              speedup=measured["tokens_per_second"] / baseline, settings=settings))
+        speed = float(measured["tokens_per_second"] or 0.0)
+        baseline = baseline or speed
+        kept = not rows or speed >= best * (1 - slower_tolerance)
+        if kept:
+            settings, best = trial, max(best, speed)
+        rows.append(LadderRow(name, change, tokens_per_second=speed, peak_memory_mib=measured["peak_memory_mib"],
+                              first_step_seconds=measured["first_step_seconds"], speedup=speed / baseline,
+                              kept=kept, settings=trial))
     return rows
 
 
@@ -249,8 +266,9 @@ def ladder_table(rows: Sequence[LadderRow]) -> list[dict[str, Any]]:
                           "note": "not run: " + row.skipped})
         else:
             memory = f"{row.peak_memory_mib:,.1f}" if row.peak_memory_mib is not None else "n/a"
+            note = row.change if row.kept else f"not kept (slower here): {row.change}"
             table.append({"row": row.name, "tokens/s": f"{row.tokens_per_second:,.0f}", "peak MiB": memory,
-                          "x baseline": f"{row.speedup:.2f}", "note": row.change})
+                          "x baseline": f"{row.speedup:.2f}", "note": note})
     return table
 
 

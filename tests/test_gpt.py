@@ -99,3 +99,18 @@ def test_errors_say_what_to_do():
         GPTConfig(attention="flash")
     with pytest.raises(ValueError, match="longer than the context length"):
         _model()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_benchmark_script_compares_the_same_function(tmp_path):
+    import json
+    import runpy
+
+    from course_utils import paths
+
+    bench = runpy.run_path(str(paths.REPO_ROOT / "scripts" / "bench_gpt_vs_hf.py"), run_name="bench")
+    out = tmp_path / "bench.json"
+    assert bench["main"](["--vocab", "50", "--n-embd", "16", "--n-layer", "1", "--n-head", "2", "--seq-len", "8",
+                          "--batch", "2", "--rounds", "1", "--steps", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["max_logit_difference"] < 1e-4 and report["ratio"] > 0
+    assert set(report["tokens_per_second"]) == {"from-scratch GPT", "transformers GPT2LMHeadModel"}

@@ -51,10 +51,28 @@ def test_ladder_on_cpu_measures_what_applies_and_explains_the_rest():
     assert rows[0].speedup == pytest.approx(1.0)
     skipped = {r.name for r in rows if r.skipped}
     assert skipped == {"+ TF32 matmuls", "+ torch.compile"}
-    assert rows[-1].settings.batch_multiplier == 2 and rows[-1].settings.pad_vocab
+    assert rows[-1].settings.batch_multiplier == 2
+    for index, row in enumerate(rows):   # a change measured slower is absent from every row below it
+        if not row.kept:
+            (key,) = dict(next(turn_on for name, _, turn_on in RUNGS if name == row.name))
+            assert all(getattr(below.settings, key) == getattr(SpeedSettings(), key) for below in rows[index + 1:])
     table = ladder_table(rows)
     assert table[1]["tokens/s"] == "-" and table[1]["note"].startswith("not run:")
     assert float(table[0]["x baseline"]) == 1.0
+
+
+def test_a_slower_change_is_dropped(monkeypatch):
+    import course_utils.speed as speed
+
+    def fake(cfg, batch, seq, settings, **kwargs):  # autocast halves the speed, everything else is neutral
+        return {"tokens_per_second": 50.0 if settings.autocast else 100.0, "peak_memory_mib": 1.0,
+                "first_step_seconds": 0.1}
+
+    monkeypatch.setattr(speed, "measure_training_speed", fake)
+    rows = {r.name: r for r in run_ladder(TINY, 2, 16, progress=False)}
+    assert not rows["+ 16-bit autocast"].kept and rows["+ 16-bit autocast"].speedup == 0.5
+    assert rows["+ SDPA attention"].kept and not rows["+ SDPA attention"].settings.autocast
+    assert "not kept" in ladder_table(list(rows.values()))[3]["note"]
 
 
 def test_the_lectures_table():

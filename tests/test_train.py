@@ -156,3 +156,16 @@ def test_accumulation_syncs_gradients_once_per_step_under_ddp():
     cfg = TrainConfig(max_steps=3, eval_every=3, grad_accum_steps=4)
     train(model, make_train_loader(SlidingWindowDataset(_data(0), 16), 2, seed=0), None, cfg, progress=False)
     assert model.skipped_syncs == 3 * 3  # every micro-batch but the last of each step
+
+
+def test_plots_draw_what_they_say():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_utils.train import History, plot_histories, plot_lr_schedule
+
+    ax = plot_lr_schedule(TrainConfig(max_steps=30, warmup_steps=5))
+    assert len(ax.lines[0].get_xdata()) == 30
+    history = History(step=[1, 2], tokens_seen=[10, 20], train_loss=[3.0, 2.0], val_loss=[3.1, 2.5])
+    ax = plot_histories({"a": history, "b": history}, mark=(15, "checkpoint"))
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "checkpoint"]
