@@ -211,11 +211,10 @@ def from_hf_gpt2(hf_model, attention: Attention = "sdpa") -> GPT:
     theirs = hf_model.state_dict()
     state = {}
     for name in model.state_dict():
-        if name == "lm_head.weight" and cfg.tie_embeddings:
-            continue
-        value = theirs[_hf_name(name)]
+        source = "wte.weight" if name == "lm_head.weight" and cfg.tie_embeddings else name
+        value = theirs[_hf_name(source)]
         state[name] = value.t() if name.endswith(_TRANSPOSED) else value
-    model.load_state_dict(state, strict=not cfg.tie_embeddings)
+    model.load_state_dict(state)   # strict: every weight of ours found its counterpart
     return model.eval()
 
 

@@ -110,6 +110,10 @@ def _human(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _ratio(x: float) -> str:
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+
 def where_we_are(n_params: float, n_tokens: float, law: LossLaw = HOFFMANN_2022) -> dict[str, Any]:
     """Our run in Chinchilla's terms: compute spent, tokens per parameter, and the optimum for that compute."""
     compute = training_flops(n_params, n_tokens)
@@ -141,19 +145,21 @@ def plot_scaling(ours: tuple[str, float, float] | None = None, *, budgets: Seque
     for law in laws:
         left.plot(grid, [law.optimal(c)[0] for c in grid], label=law.name)
         right.plot(fitted, [law.loss(*law.optimal(c)) for c in fitted], label=law.name)
+    colors = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
     for i, (name, n, d) in enumerate(points):
-        marker = "*" if ours and name == ours[0] else "o"
-        left.scatter([training_flops(n, d)], [n], marker=marker, s=120 if marker == "*" else 30, zorder=3)
-        left.annotate(name, (training_flops(n, d), n), textcoords="offset points", fontsize=8,
-                      xytext=(-8, 6) if i % 2 else (6, -10), ha="right" if i % 2 else "left")
+        is_ours = bool(ours) and name == ours[0]
+        left.scatter([training_flops(n, d)], [n], marker="*" if is_ours else "o", s=160 if is_ours else 40,
+                     color="gold" if is_ours else colors[i % len(colors)], edgecolor="k", linewidth=0.5,
+                     zorder=3, label=f"{name} ({_ratio(d / n)} tokens/param)")
     for compute in budgets:
         left.axvline(compute, color="grey", alpha=0.3)
     left.set(xscale="log", yscale="log", xlabel="training compute C = 6ND (FLOPs)", ylabel="parameters N",
              title="Compute-optimal model size")
     right.set(xscale="log", xlabel="training compute C (FLOPs)", ylabel="predicted loss (nats, their corpus)",
               title="Loss at the optimum, as each fit predicts")
+    left.legend(fontsize=7, loc="upper left")
+    right.legend(fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
