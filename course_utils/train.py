@@ -87,6 +87,44 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def plot_lr_schedule(cfg: TrainConfig, ax=None, title: str = "Learning rate: warm-up, then cosine decay"):
+    """The learning rate :func:`train` uses at each step of ``cfg``."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 2.5))
+    steps = list(range(cfg.max_steps))
+    ax.plot(steps, [lr_at(s, cfg) for s in steps])
+    ax.axvline(cfg.warmup_steps, color="grey", ls=":", label=f"end of warm-up (step {cfg.warmup_steps})")
+    ax.set(xlabel="optimizer step", ylabel="learning rate", title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_histories(histories: dict[str, History], ax=None, title: str = "Validation loss against tokens seen",
+                   field_name: str = "val_loss", mark: tuple[float, str] | None = None):
+    """One curve per named run (``field_name``: ``val_loss`` or ``train_loss``) against tokens seen.
+
+    ``mark=(tokens, label)`` draws a vertical line there (e.g. where a checkpoint was saved).
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    styles = ["-", "--", ":", "-."]
+    for i, (name, history) in enumerate(histories.items()):
+        ax.plot(history.tokens_seen, getattr(history, field_name), styles[i % len(styles)], marker="o",
+                markersize=4 + 2 * (len(histories) - i), label=name)
+    if mark is not None:
+        ax.axvline(mark[0], color="grey", ls=":", label=mark[1])
+    ylabel = {"val_loss": "validation loss", "train_loss": "training loss"}.get(field_name, field_name)
+    ax.set(xlabel="tokens seen", ylabel=ylabel, title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return ax
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices and embeddings only (not on biases or norm gains)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -183,12 +221,16 @@ def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoad
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss_sum = 0.0
-        for _ in range(cfg.grad_accum_steps):
+        for micro in range(cfg.grad_accum_steps):
             inputs, targets = next(batches)
             inputs, targets = inputs.to(device), targets.to(device)
-            with autocast_ctx():
-                loss = loss_fn(model, inputs, targets) / cfg.grad_accum_steps
-            (grad_scaler.scale(loss) if grad_scaler else loss).backward()
+            # Under DDP, all-reduce the gradients once per optimizer step, not after every micro-batch.
+            last_micro = micro == cfg.grad_accum_steps - 1
+            sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with autocast_ctx():
+                    loss = loss_fn(model, inputs, targets) / cfg.grad_accum_steps
+                (grad_scaler.scale(loss) if grad_scaler else loss).backward()
             loss_sum += loss.item()
             state.tokens_seen += inputs.numel()
         if all_reduce is not None:

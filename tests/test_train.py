@@ -127,3 +127,45 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     save_checkpoint(tmp_path, model, optimizer, train(model, *_loaders(), TrainConfig(max_steps=2), progress=False)[0])
     saved = torch.load(tmp_path / "training_state.pt", weights_only=True)
     assert saved["step"] == 2
+
+
+class CountsSyncs(torch.nn.Module):
+    """Stands in for DistributedDataParallel: records how often gradient sync was switched off."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.skipped_syncs = 0
+
+    def forward(self, ids):
+        return self.inner(ids)
+
+    def no_sync(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def skip():
+            self.skipped_syncs += 1
+            yield
+
+        return skip()
+
+
+def test_accumulation_syncs_gradients_once_per_step_under_ddp():
+    model = CountsSyncs(TinyLM())
+    cfg = TrainConfig(max_steps=3, eval_every=3, grad_accum_steps=4)
+    train(model, make_train_loader(SlidingWindowDataset(_data(0), 16), 2, seed=0), None, cfg, progress=False)
+    assert model.skipped_syncs == 3 * 3  # every micro-batch but the last of each step
+
+
+def test_plots_draw_what_they_say():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_utils.train import History, plot_histories, plot_lr_schedule
+
+    ax = plot_lr_schedule(TrainConfig(max_steps=30, warmup_steps=5))
+    assert len(ax.lines[0].get_xdata()) == 30
+    history = History(step=[1, 2], tokens_seen=[10, 20], train_loss=[3.0, 2.0], val_loss=[3.1, 2.5])
+    ax = plot_histories({"a": history, "b": history}, mark=(15, "checkpoint"))
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "checkpoint"]
