@@ -192,12 +192,10 @@ def run_arm(arm: Arm, teacher: torch.nn.Module, student_config: Any, train_loade
     student = make_student(arm, teacher, student_config, seed).to(device)
     loss_fn = {} if arm.alpha == 0 else {
         "loss_fn": distill.kd_loss_fn(teacher, alpha=arm.alpha, temperature=arm.temperature)}
-    autocast_dtype = precision.autocast_dtype if precision is not None else None
-    scaler = env.grad_scaler(precision) if precision is not None and precision.use_grad_scaler else None
     env.set_seed(seed)
     wall, cpu = time.perf_counter(), time.process_time()
-    state, _ = train(student, train_loader, val_loader, cfg, device=device, autocast_dtype=autocast_dtype,
-                     grad_scaler=scaler, progress=progress, **loss_fn)
+    state, _ = train(student, train_loader, val_loader, cfg, device=device, progress=progress,
+                     **_mixed_precision(precision), **loss_fn)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = distill.heldout_metrics(student, val_loader, device, teacher_tokens=teacher_tokens)
     return ArmResult(arm, distill.count_parameters(student), state.step, metrics, state.history, wall, cpu,
@@ -291,13 +289,23 @@ def speed_table(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, ne
 # ------------------------------------------------------------------------------------------- section helpers
 def fine_tune_on_pairs(student_config: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
                        cfg: TrainConfig, *, batch_size: int, max_length: int, seed: int = 0,
-                       device: torch.device | str = "cpu", progress: bool = True) -> torch.nn.Module:
+                       device: torch.device | str = "cpu", precision: env.Precision | None = None,
+                       progress: bool = True) -> torch.nn.Module:
     """A fresh student (from ``seed``) fine-tuned on (prompt, response) pairs, the loss on the responses only."""
     data = distill.prompt_response_dataset(tokenizer, prompts, responses, max_length)
     student = fresh_student(student_config, seed).to(device)
     env.set_seed(seed)
-    train(student, make_train_loader(data, batch_size, seed=seed), None, cfg, device=device, progress=progress)
+    train(student, make_train_loader(data, batch_size, seed=seed), None, cfg, device=device, progress=progress,
+          **_mixed_precision(precision))
     return student.eval()
+
+
+def _mixed_precision(precision: env.Precision | None) -> dict[str, Any]:
+    """``train()``'s autocast and gradient-scaler arguments for a precision recipe (none on the CPU)."""
+    if precision is None:
+        return {}
+    return {"autocast_dtype": precision.autocast_dtype,
+            "grad_scaler": env.grad_scaler(precision) if precision.use_grad_scaler else None}
 
 
 @torch.no_grad()
