@@ -146,8 +146,10 @@ def init_student_from_teacher(teacher: torch.nn.Module, num_layers: int | None =
     """A student whose layers are copies of some of the teacher's layers; embeddings, final norm and head too.
 
     ``layers`` lists the teacher layer each student layer copies; by default
-    ``teacher_layers_for_student(..., rule="last")``. With half the teacher's layers this is the DistilBERT trick
-    (one layer out of every two). Without ``student_config`` the student has the teacher's width.
+    ``teacher_layers_for_student(..., rule="last")``, one layer out of every two for half the depth (kept as the
+    default because the data build made ``tiny-llama-student`` with it). ``rule="spread"`` also keeps the first
+    layer, the one that reads the embeddings: DistilBERT's own choice, and a far better start (notebook 04 measures
+    both). Without ``student_config`` the student has the teacher's width.
     With a narrower ``student_config`` (e.g. SmolLM2-135M's for a SmolLM2-360M teacher) the student is built from
     it and every copied matrix keeps its leading rows and columns: the first heads, the first hidden and MLP
     dimensions ("weight selection", Xu et al., 2023). Works for transformers decoders that keep their layers in
