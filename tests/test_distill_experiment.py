@@ -83,7 +83,6 @@ def test_first_sentence():
     assert dx.first_sentence("no full stop") == "no full stop"
 
 
-@pytest.mark.slow
 def test_layer_choice_and_small_tables_on_the_tiny_models():
     from course_utils import sources
 
