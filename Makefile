@@ -10,6 +10,9 @@ PYTEST_WORKERS ?= 2
 # CI and these commands always run offline: everything comes from data/.
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# OpenMP threads that wait by sleeping, not spinning: on a busy CPU (pytest -n 2, a shared runner) spinning threads
+# made small-model training several times slower in CPU time and wall time alike.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup run test test-fast lint lab data student constraints clean help
 

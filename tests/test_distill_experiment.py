@@ -1,0 +1,104 @@
+"""The notebook-04 experiment helpers, on a tiny random teacher (fast) and on the shipped tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from course_utils import distill
+from course_utils import distill_experiment as dx
+from course_utils.train import TrainConfig
+
+
+def _config(layers=4, hidden=32, heads=4, kv_heads=2, intermediate=64):
+    return LlamaConfig(vocab_size=40, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                       num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=hidden // heads,
+                       max_position_embeddings=64)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(_config()).eval()
+    tokens = torch.randint(0, 40, (2000,))
+    train_set = torch.utils.data.TensorDataset(tokens[:1600].view(-1, 16)[:, :-1], tokens[:1600].view(-1, 16)[:, 1:])
+    val_set = torch.utils.data.TensorDataset(tokens[1600:].view(-1, 16)[:, :-1], tokens[1600:].view(-1, 16)[:, 1:])
+    from course_utils.train import make_train_loader
+
+    train_loader = make_train_loader(train_set, 8, seed=0)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=8)
+    return teacher, _config(layers=2), train_loader, val_loader, distill.teacher_top1(teacher, val_loader)
+
+
+def test_arms_reproduce_and_differ_only_where_they_should(setup):
+    teacher, student_config, train_loader, val_loader, tokens = setup
+    cfg = TrainConfig(max_steps=3, warmup_steps=1, eval_every=3, eval_batches=2)
+    arms = dx.standard_arms(0.9, 1.0)
+    assert [a.name for a in arms] == ["labels only", "logit KD", "KD + layer init", "labels + layer init"]
+    first = dx.run_arms(arms[:3], teacher, student_config, train_loader, val_loader, cfg, teacher_tokens=tokens,
+                        progress=False)
+    again = dx.run_arm(arms[1], teacher, student_config, train_loader, val_loader, cfg, teacher_tokens=tokens,
+                       progress=False)
+    assert again.metrics == first[1].metrics  # same seed, same batches: the same numbers
+    assert first[0].metrics != first[1].metrics
+    assert all(r.steps == 3 and r.parameters == first[0].parameters for r in first)
+    table = dx.results_table(first, first[0].metrics, distill.count_parameters(teacher))
+    assert table.count("\n") == 5 and "teacher's layers" in table and "KD alpha=0.9, T=1" in table
+    assert len(dx.plot_results(first, first[0].metrics).axes) == 3
+    sentence = dx.compare(first, "labels only", "logit KD")
+    assert sentence.startswith("logit KD BEATS labels only") or "does NOT beat" in sentence
+
+
+def test_make_student_copies_spread_layers(setup):
+    teacher, student_config, *_ = setup
+    student = dx.make_student(dx.Arm("x", init="teacher"), teacher, student_config, seed=0)
+    torch.testing.assert_close(student.model.layers[1].mlp.up_proj.weight, teacher.model.layers[3].mlp.up_proj.weight)
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in student.parameters())
+    narrow = dx.narrower_config(student_config)
+    assert (narrow.hidden_size, narrow.num_attention_heads, narrow.num_key_value_heads) == (16, 2, 1)
+    cut = dx.make_student(dx.Arm("y", init="teacher"), teacher, narrow, seed=0)
+    torch.testing.assert_close(cut.model.embed_tokens.weight, teacher.model.embed_tokens.weight[:, :16])
+
+
+def test_compare_reports_ties(setup):
+    teacher, student_config, train_loader, val_loader, tokens = setup
+
+    def fake(name, ppl):
+        return dx.ArmResult(dx.Arm(name), 1, 1, {"perplexity": ppl}, None, 0.0, 0.0, teacher)
+
+    results = [fake("a", 2.0), fake("b", 2.001), fake("c", 1.5), fake("d", 3.0)]
+    assert "a tie" in dx.compare(results, "a", "b")
+    assert dx.compare(results, "a", "c").startswith("c BEATS a") and "25.0% lower" in dx.compare(results, "a", "c")
+    assert "50.0% higher" in dx.compare(results, "a", "d")
+
+
+def test_tables_from_configs():
+    table = dx.shape_table({"t": _config(), "s": _config(layers=2)})
+    assert "| t " in table and f"{distill.count_parameters(LlamaForCausalLM(_config())):,}" in table
+
+
+def test_first_sentence():
+    assert dx.first_sentence("Once, a cat. It sat.") == "Once, a cat."
+    assert dx.first_sentence("no full stop") == "no full stop"
+
+
+def test_layer_choice_and_small_tables_on_the_tiny_models():
+    from course_utils import sources
+
+    teacher, tokenizer = sources.load_causal_lm("tiny-llama", verbose=False)
+    student_config = dx.load_config("tiny-llama-student")
+    texts = dx.story_texts("tiny-stories", "validation", 20)
+    _, val_loader = dx.story_loaders(tokenizer, texts, texts, context=64, batch_size=8)
+    tokens = distill.teacher_top1(teacher, val_loader)
+    table = dx.layer_choice_table(teacher, student_config, val_loader, tokens)
+    assert table.count("\n") == 7 and "| spread" in table and "| last" in table
+    soft = dx.softening_table(teacher, tokenizer, "Once upon a time, there was a", [1.0, 4.0])
+    assert "T = 4" in soft and "all others" in soft
+    inputs, _ = next(iter(val_loader))
+    with torch.no_grad():
+        grads = dx.temperature_gradient_table(torch.zeros(2, 864), teacher(inputs[:1, :2]).logits[0], [1, 4])
+    assert grads.count("\n") == 3
+    speed_table, speeds = dx.speed_table({"teacher": teacher}, tokenizer(["Once"], return_tensors="pt")["input_ids"],
+                                         4, repeats=1)
+    assert speeds["teacher"] > 0 and "1.00x" in speed_table
