@@ -106,15 +106,16 @@ def softened(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 LAYER_RULES = ("last", "spread")
 
 
-def teacher_layers_for_student(num_teacher_layers: int, num_student_layers: int, rule: str = "last") -> list[int]:
+def teacher_layers_for_student(num_teacher_layers: int, num_student_layers: int, rule: str = "spread") -> list[int]:
     """Which teacher layer each student layer maps to (0-based), by one of two rules.
 
     * ``"last"``: split the teacher's layers into equal groups and keep the last of each:
       ``(4, 2) -> [1, 3]``, ``(12, 6) -> [1, 3, 5, 7, 9, 11]`` (one out of every two). The teacher's final layer is
-      kept, its first is not. (The data build made ``tiny-llama-student`` this way.)
+      kept, its first is not: a poor start, since the layer that reads the embeddings is gone.
     * ``"spread"``: evenly spaced from the first layer to the last, rounded to the nearest:
       ``(4, 2) -> [0, 3]``, ``(12, 6) -> [0, 2, 4, 7, 9, 11]`` (the layers DistilBERT kept from BERT). The layer that
-      reads the embeddings is kept too. A one-layer student keeps layer 0.
+      reads the embeddings is kept too. A one-layer student keeps layer 0. The default, and how the data build
+      made ``tiny-llama-student``.
 
     When the numbers do not divide, the gaps differ by at most one layer.
     """
@@ -146,10 +147,9 @@ def init_student_from_teacher(teacher: torch.nn.Module, num_layers: int | None =
     """A student whose layers are copies of some of the teacher's layers; embeddings, final norm and head too.
 
     ``layers`` lists the teacher layer each student layer copies; by default
-    ``teacher_layers_for_student(..., rule="last")``, one layer out of every two for half the depth (kept as the
-    default because the data build made ``tiny-llama-student`` with it). ``rule="spread"`` also keeps the first
-    layer, the one that reads the embeddings: DistilBERT's own choice, and a far better start (notebook 04 measures
-    both). Without ``student_config`` the student has the teacher's width.
+    ``teacher_layers_for_student(..., rule="spread")``: evenly spaced from the first layer to the last, which keeps
+    the layer that reads the embeddings (DistilBERT's own choice). ``rule="last"`` (the last of each group) is a
+    far worse start (notebook 04 measures both). Without ``student_config`` the student has the teacher's width.
     With a narrower ``student_config`` (e.g. SmolLM2-135M's for a SmolLM2-360M teacher) the student is built from
     it and every copied matrix keeps its leading rows and columns: the first heads, the first hidden and MLP
     dimensions ("weight selection", Xu et al., 2023). Works for transformers decoders that keep their layers in

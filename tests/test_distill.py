@@ -50,7 +50,7 @@ def test_bad_hyperparameters(alpha, temperature):
                           temperature=temperature)
 
 
-def test_student_takes_every_other_layer():
+def test_student_keeps_first_and_last_layer():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def test_student_takes_every_other_layer():
                                            num_attention_heads=4, num_key_value_heads=2))
     student = init_student_from_teacher(teacher, 2)
     assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
-    for kept, original in zip(student.model.layers, [teacher.model.layers[1], teacher.model.layers[3]]):
+    for kept, original in zip(student.model.layers, [teacher.model.layers[0], teacher.model.layers[3]]):
         torch.testing.assert_close(kept.mlp.up_proj.weight, original.mlp.up_proj.weight)
     ids = torch.randint(0, 50, (1, 6))
     assert student(ids).logits.shape == (1, 6, 50)
@@ -86,13 +86,13 @@ def _llama(layers=4, hidden=32, heads=4, kv_heads=2, intermediate=64, vocab=50, 
     (4, 1, [3]), (6, 4, [0, 2, 3, 5]),
 ])
 def test_layer_map(teacher, student, expected):
-    assert distill.teacher_layers_for_student(teacher, student) == expected
+    assert distill.teacher_layers_for_student(teacher, student, rule="last") == expected
 
 
 def test_layer_map_keeps_the_last_layer_and_matches_the_float_rule_of_the_data_build():
     for teacher in range(1, 40):
         for student in range(1, teacher + 1):
-            got = distill.teacher_layers_for_student(teacher, student)
+            got = distill.teacher_layers_for_student(teacher, student, rule="last")
             assert got[-1] == teacher - 1 and got == sorted(set(got)), (teacher, student)
             gaps = {b - a for a, b in zip([-1, *got], got)}
             assert max(gaps) - min(gaps) <= 1, (teacher, student, got)

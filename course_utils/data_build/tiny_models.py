@@ -3,7 +3,7 @@
 * ``tiny-gpt2``          GPT-2 architecture (LayerNorm, GELU, learned positions, tied embeddings), pretrained.
 * ``tiny-llama``         Llama architecture (RMSNorm, SwiGLU, RoPE, grouped-query attention), pretrained; the
                          distillation teacher and the base model for fine-tuning.
-* ``tiny-llama-student`` half of tiny-llama's layers (one of every two, the DistilBERT trick), then distilled
+* ``tiny-llama-student`` half of tiny-llama's layers (evenly spread from first to last, as DistilBERT chose), then distilled
                          from tiny-llama with soft targets.
 """
 
