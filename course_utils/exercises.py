@@ -7,6 +7,7 @@ with a time limit, and reads back what happened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -199,7 +200,7 @@ def evaluate(
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill(process)
+            kill_tree(process)
             stdout, _ = process.communicate()
             seconds = time.perf_counter() - start
             return Result(
@@ -210,7 +211,7 @@ def evaluate(
                 kind="timeout",
             )
         except BaseException:  # Ctrl-C: never leave the student's code running
-            _kill(process)
+            kill_tree(process)
             raise
         seconds = time.perf_counter() - start
         if not outcome.exists():
@@ -244,8 +245,19 @@ def _child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _kill(process: subprocess.Popen) -> None:
-    """Kill the process and everything it started (its own session on POSIX)."""
+def kill_tree(process: subprocess.Popen) -> None:
+    """Kill ``process`` and every process it started, including Jupyter kernels (which run in their own session)."""
+    victims = []
+    try:
+        import psutil  # ipykernel depends on it
+
+        parent = psutil.Process(process.pid)
+        victims = [*parent.children(recursive=True), parent]
+    except Exception:  # noqa: BLE001 - no psutil, or the process is already gone
+        pass
+    for victim in victims:
+        with contextlib.suppress(Exception):  # it may have ended meanwhile
+            victim.kill()
     try:
         if os.name == "posix":
             os.killpg(process.pid, signal.SIGKILL)
@@ -253,3 +265,4 @@ def _kill(process: subprocess.Popen) -> None:
             process.kill()
     except (ProcessLookupError, PermissionError):
         pass
+    process.wait()

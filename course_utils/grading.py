@@ -19,14 +19,12 @@ cannot change what another is graded on. This isolates mistakes; it is not a san
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from course_utils.exercises import (
     ExerciseNotebook,
     Result,
     evaluate,
+    kill_tree,
     parse_exercises,
     student_answers,
 )
@@ -448,27 +447,6 @@ def analyse_run(
     return NotebookRun("ok", seconds, failed_checks=failed_checks)
 
 
-def kill_tree(process: subprocess.Popen) -> None:
-    """Kill ``process`` and every process it started, including Jupyter kernels (which run in their own session)."""
-    victims = []
-    try:
-        import psutil  # ipykernel depends on it
-
-        parent = psutil.Process(process.pid)
-        victims = [*parent.children(recursive=True), parent]
-    except Exception:  # noqa: BLE001 - no psutil, or the process is already gone
-        pass
-    for victim in victims:
-        with contextlib.suppress(Exception):  # it may have ended meanwhile
-            victim.kill()
-    try:
-        if os.name == "posix":
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
 
 
 # ---------------------------------------------------------------------------------------------------------------
