@@ -18,8 +18,9 @@ from typing import Any, Literal
 import torch
 
 from course_utils import distill, env
-from course_utils.memory import _figure, markdown_table
+from course_utils.plots import new_figure
 from course_utils.sources import load_text_dataset, resolve_model
+from course_utils.tables import markdown_table
 from course_utils.text_data import SlidingWindowDataset, encode_documents, make_loader
 from course_utils.train import History, TrainConfig, logits_of, make_train_loader, train
 
@@ -233,7 +234,7 @@ def results_table(results: Sequence[ArmResult], teacher_metrics: dict[str, float
 
 def plot_results(results: Sequence[ArmResult], teacher_metrics: dict[str, float] | None = None):
     """Validation loss against steps for every arm, and the final perplexity and agreement as bars; a Figure."""
-    fig = _figure(figsize=(11, 3.6), layout="constrained")
+    fig = new_figure(figsize=(11, 3.6), layout="constrained")
     curves, ppl, agree = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.6, 1, 1]})
     colors = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52", "#8172b3", "#dd8452"]
     names = [r.arm.name for r in results]

@@ -580,9 +580,9 @@ class TrainResult:
 
 def plot_runs(runs: dict[str, TrainResult]) -> Any:
     """Training loss against the step for each named run, with its final held-out loss as a marker; a Figure."""
-    from course_utils.memory import _figure
+    from course_utils.plots import new_figure
 
-    fig = _figure(figsize=(6.5, 3.4), layout="constrained")
+    fig = new_figure(figsize=(6.5, 3.4), layout="constrained")
     ax = fig.subplots()
     for label, result in runs.items():
         steps, losses = result.loss_curve()

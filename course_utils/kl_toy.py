@@ -72,9 +72,9 @@ def fit_bump(teacher_logits: torch.Tensor, x: torch.Tensor, direction: Direction
 
 def plot_fits(x: torch.Tensor, teacher_logits: torch.Tensor, fits: list[Fit]):
     """The teacher's distribution and each fitted student's, one panel per direction; returns the Figure."""
-    from course_utils.memory import _figure
+    from course_utils.plots import new_figure
 
-    fig = _figure(figsize=(10, 3.4), layout="constrained")
+    fig = new_figure(figsize=(10, 3.4), layout="constrained")
     axes = fig.subplots(1, len(fits), sharey=True, squeeze=False)[0]
     p = torch.softmax(teacher_logits, -1)
     titles = {"forward": "forward KL(teacher || student): covers both modes",

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from course_utils import memory
+from course_utils import memory, plots, tables
 
 
 def _sync(device: torch.device) -> None:
@@ -136,11 +136,11 @@ class CacheComparison:
         totals = (f"\n\nWhole generation of {self.with_cache.new_tokens} tokens ({self.with_cache.clock} time): "
                   f"{self.with_cache.total_seconds:.2f} s with the cache, {self.without_cache.total_seconds:.2f} s "
                   f"without ({self.speedup:.1f}x); same tokens: {'yes' if self.identical else 'NO'}.")
-        return memory.records_table(self.rows(checkpoints)) + totals
+        return tables.records_table(self.rows(checkpoints)) + totals
 
     def plot(self, title: str = "") -> Any:
         """Milliseconds per generated token against the sequence length, with and without the cache; a Figure."""
-        fig = memory._figure(figsize=(6.8, 3.6), layout="constrained")
+        fig = plots.new_figure(figsize=(6.8, 3.6), layout="constrained")
         ax = fig.subplots()
         for run, style, label in ((self.without_cache, "-", "without cache: the whole sequence again"),
                                   (self.with_cache, "-", "with KV cache: only the new token")):

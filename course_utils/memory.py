@@ -27,7 +27,7 @@ The accounting, per parameter, in bytes:
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -40,6 +40,8 @@ from course_utils.model_specs import (
     lora_adapter_params,
     model_size,
 )
+from course_utils.plots import new_figure
+from course_utils.tables import format_cell, markdown_table, records_table  # noqa: F401 - records_table: notebooks use memory.records_table
 
 GIB = 2**30
 GB = 10**9
@@ -310,48 +312,8 @@ class FitTable:
         if not rows:
             raise KeyError(f"{model!r} is not in this table; it has {', '.join(self.models)}")
         headers = [h for h in rows[0] if h != "model"]
-        cells = [[_cell(r[h]) for h in headers] for r in rows]
+        cells = [[format_cell(r[h]) for h in headers] for r in rows]
         return markdown_table(headers, cells) + "\n\n" + self.caption()
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A markdown table that also reads well as plain text (columns padded, numbers right-aligned)."""
-    text_rows = [[_cell(c) for c in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in text_rows)) if text_rows else len(str(h))
-              for i, h in enumerate(headers)]
-    numeric = [all(_is_number(r[i]) for r in text_rows) and bool(text_rows) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)) + " |"
-
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([line([str(h) for h in headers]), rule, *(line(r) for r in text_rows)])
-
-
-def records_table(records: Sequence[dict[str, Any]]) -> str:
-    """:func:`markdown_table` of a list of dicts with the same keys (the keys are the headers)."""
-    if not records:
-        return "(no rows)"
-    headers = list(records[0])
-    return markdown_table(headers, [[record.get(h, "") for h in headers] for record in records])
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.replace(",", "").split(" ")[0])
-        return True
-    except ValueError:
-        return False
 
 
 def fit_table(models: Sequence[str] | None = None, methods: Sequence[str] | None = None, *,
@@ -468,37 +430,6 @@ def kv_table(models: Sequence[str], contexts: Sequence[int], batch: int = 1, byt
 # ---------------------------------------------------------------------------------------------------------------
 # Plots
 
-def _figure(**kwargs: Any) -> Any:
-    """A matplotlib Figure that is not managed by pyplot (no global state, never shown twice)."""
-    from matplotlib.figure import Figure
-
-    _enable_figure_display()
-    return Figure(**kwargs)
-
-
-def _enable_figure_display() -> None:
-    """In IPython, show a Figure that ends a cell as an image even when ``%matplotlib inline`` was never run.
-
-    Jupyter registers that display only when a backend is activated; we add it only if nothing else did.
-    """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    formatter = getattr(getattr(shell, "display_formatter", None), "formatters", {}).get("image/png")
-    if formatter is None:
-        return
-    from matplotlib.figure import Figure
-
-    try:
-        formatter.lookup_by_type(Figure)
-    except KeyError:
-        from IPython.core.pylabtools import print_figure
-
-        formatter.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
-
-
 PART_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#c44e52", "kv_cache": "#55a868",
                "activations": "#8172b3"}
 
@@ -509,7 +440,7 @@ def plot_breakdown(models: Sequence[str], *, memory: int | float | MachineMemory
     """Stacked bars of each part per method, one panel per model, against this machine's memory; a Figure."""
     table = fit_table(models, methods, memory=memory, headroom=headroom, context=context, batch=batch,
                       lora_r=lora_r)
-    fig = _figure(figsize=(4.6 * len(table.models), 4.2), layout="constrained")
+    fig = new_figure(figsize=(4.6 * len(table.models), 4.2), layout="constrained")
     axes = fig.subplots(1, len(table.models), squeeze=False)[0]
     for ax, model in zip(axes, table.models):
         bottoms = [0.0] * len(table.methods)
@@ -537,7 +468,7 @@ def plot_breakdown(models: Sequence[str], *, memory: int | float | MachineMemory
 def plot_kv_growth(models: Sequence[str], max_context: int = 32768, *, batch: int = 1,
                    bytes_per_value: float = 2) -> Any:
     """KV cache GiB against context per model (dashed beyond the model's trained context), with its 16-bit weights."""
-    fig = _figure(figsize=(7.5, 4.2), layout="constrained")
+    fig = new_figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for index, name in enumerate(models):
         size = model_size(name)

@@ -173,7 +173,7 @@ def side_by_side(prompts: Sequence[str], references: Sequence[str], columns: dic
 
 def table(rows: Sequence[dict[str, Any]], digits: int = 3) -> str:
     """A markdown table of ``rows`` (dicts with the same keys) with floats shown to ``digits`` significant digits."""
-    from course_utils.memory import records_table
+    from course_utils.tables import records_table
 
     def cell(value: Any) -> Any:
         return f"{value:.{digits}g}" if isinstance(value, float) else value

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from course_utils import memory, model_specs
+from course_utils import memory, model_specs, plots
 from course_utils.arch import LLAMA31_ROPE, rope_frequencies, rope_inverse_frequencies, rope_parameters_of
 
 COMPONENTS = ("token embeddings", "position embeddings", "attention", "feed-forward", "MoE router",
@@ -264,7 +264,7 @@ def plot_rope_scaling(head_dim: int = 128, rope_parameters: dict[str, Any] | Non
     rope = dict(rope_parameters or LLAMA31_ROPE)
     base = rope_inverse_frequencies(head_dim, rope["rope_theta"])
     scaled = rope_frequencies(head_dim, rope)
-    fig = memory._figure(figsize=(6.8, 3.8), layout="constrained")
+    fig = plots.new_figure(figsize=(6.8, 3.8), layout="constrained")
     ax = fig.subplots()
     pairs = range(len(base))
     ax.plot(pairs, (2 * math.pi / base).tolist(), "o", ms=3, label="rope_type default")

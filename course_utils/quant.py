@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from course_utils import memory
+from course_utils import memory, plots
 
 N_LEVELS = 16  # 4 bits
 
@@ -192,7 +192,7 @@ def bnb_path(model_or_device: Any = "cpu") -> str:
 def plot_code_usage(x: torch.Tensor, books: dict[str, torch.Tensor] | None = None, block_size: int = 64):
     """Bar charts of how often each code is used for ``x``, one panel per code book, levels on the x axis."""
     books = books or codebooks()
-    fig = memory._figure(figsize=(4 * len(books), 3.2), layout="constrained")
+    fig = plots.new_figure(figsize=(4 * len(books), 3.2), layout="constrained")
     axes = fig.subplots(1, len(books), sharey=True)
     for ax, (name, levels) in zip(axes, books.items()):
         usage = code_usage(x, levels, block_size)

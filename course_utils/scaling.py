@@ -131,9 +131,9 @@ def plot_scaling(ours: tuple[str, float, float] | None = None, *, budgets: Seque
     import numpy as np
     from matplotlib.figure import Figure
 
-    from course_utils.memory import _enable_figure_display
+    from course_utils.plots import enable_figure_display
 
-    _enable_figure_display()
+    enable_figure_display()
     fig = Figure(figsize=(11, 4))
     left, right = fig.subplots(1, 2)
     points = [(name, n, d) for name, n, d in models] + ([ours] if ours else [])

@@ -258,7 +258,7 @@ def run_ladder(cfg: GPTConfig, batch_size: int, seq_len: int, *, device: torch.d
 
 # ----------------------------------------------------------------------------------------------- reporting
 def ladder_table(rows: Sequence[LadderRow]) -> list[dict[str, Any]]:
-    """Rows for :func:`course_utils.memory.records_table`: measured numbers, or why a row was skipped."""
+    """Rows for :func:`course_utils.tables.records_table`: measured numbers, or why a row was skipped."""
     table = []
     for row in rows:
         if row.skipped:
@@ -283,9 +283,9 @@ def plot_ladder(rows: Sequence[LadderRow], title: str = "Speed ladder on this de
     """Speed-up over the baseline for each measured row, beside the lecture's A100 numbers."""
     from matplotlib.figure import Figure
 
-    from course_utils.memory import _enable_figure_display
+    from course_utils.plots import enable_figure_display
 
-    _enable_figure_display()
+    enable_figure_display()
     fig = Figure(figsize=(11, 3.6))
     ours, theirs = fig.subplots(1, 2)
     measured = [r for r in rows if not r.skipped]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_utils import memory, model_specs
+from course_utils import memory, model_specs, tables
 from course_utils.env import MachineMemory
 from course_utils.model_specs import ModelSpec
 
@@ -234,7 +234,7 @@ def test_fit_table_renders():
 
 
 def test_markdown_table_aligns_numbers_right():
-    text = memory.markdown_table(["a", "n"], [["x", 1], ["yy", 22]])
+    text = tables.markdown_table(["a", "n"], [["x", 1], ["yy", 22]])
     assert text.splitlines() == ["| a  |  n |", "|----|---:|", "| x  |  1 |", "| yy | 22 |"]
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save, save_file
 
-from course_utils import memory, safetensors_io
+from course_utils import safetensors_io, tables
 from course_utils.safetensors_io import MAX_HEADER_BYTES, SafetensorsFormatError, assemble, parse_bytes
 
 
@@ -227,7 +227,7 @@ def test_the_damage_table_catches_every_damage(model_file):
     rows = safetensors_io.damage_table(model_file.read_bytes())
     assert len(rows) >= 15
     assert not [r for r in rows if r["SafetensorsFormatError"] == "accepted (!)"]
-    assert memory.records_table(rows).count("\n") == len(rows) + 1
+    assert tables.records_table(rows).count("\n") == len(rows) + 1
 
 
 def test_a_hostile_length_allocates_nothing(monkeypatch):

@@ -26,6 +26,8 @@ MANIFEST = "MANIFEST.json"
 LOSS_TOLERANCE = 0.05    # relative: CPUs with other vector units round differently
 # Files whose bytes depend only on the seed and the library versions (model weights depend on the CPU too).
 EXACT_SUFFIXES = (".jsonl", ".json", ".jinja", ".txt")
+GENERATED = ("datasets", "tokenizer", "models")  # the folders a build replaces
+STAGING = ".building"  # where a build writes before it replaces them
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -54,10 +56,12 @@ def build_all(out_dir: str | Path | None = None, *, progress: bool = True) -> di
 
     from course_utils.text_data import encode_documents
 
-    out = Path(out_dir) if out_dir else paths.data_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    for generated in ("datasets", "tokenizer", "models"):
-        shutil.rmtree(out / generated, ignore_errors=True)
+    final = Path(out_dir) if out_dir else paths.data_dir()
+    # Build beside the data and move it into place only once everything succeeded: an interrupted build must
+    # not leave data/ without its models.
+    out = final / STAGING
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
 
@@ -122,7 +126,13 @@ def build_all(out_dir: str | Path | None = None, *, progress: bool = True) -> di
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     (out / "README.md").write_text(render_readme(manifest))
-    say(f"done: manifest written to {out / MANIFEST}")
+    for generated in GENERATED:
+        shutil.rmtree(final / generated, ignore_errors=True)
+        (out / generated).rename(final / generated)
+    for name in (MANIFEST, "README.md"):
+        (out / name).replace(final / name)
+    out.rmdir()
+    say(f"done: manifest written to {final / MANIFEST}")
     return manifest
 
 
