@@ -83,6 +83,7 @@ class SFTSettings:
     logging_steps: int = 10
     eval_steps: int | None = None  # None: evaluate the held-out loss only at the end
     seed: int = 0
+    ddp_find_unused_parameters: bool | None = None  # several processes (DDP): False when every parameter is used
 
     def training_arguments(self, output_dir: str, device: torch.device) -> Any:
         """``TrainingArguments`` for ``device``: bf16 or fp16 autocast where :func:`env.pick_precision` says so."""
@@ -99,6 +100,7 @@ class SFTSettings:
             use_cpu=device.type == "cpu", bf16=precision.autocast_dtype == torch.bfloat16,
             fp16=precision.autocast_dtype == torch.float16, remove_unused_columns=False, label_names=["labels"],
             dataloader_pin_memory=device.type == "cuda", disable_tqdm=False,
+            ddp_find_unused_parameters=self.ddp_find_unused_parameters,
         )
 
 

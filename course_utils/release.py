@@ -109,10 +109,28 @@ if "google.colab" in sys.modules:
         clone = ["git", "clone", "--depth", "1", "--branch", WORKBOOK_BRANCH, WORKBOOK_GIT, WORKBOOK_DIR]
         subprocess.run(clone, check=True)
     install = [sys.executable, "-m", "pip", "install", "-q", "-e", WORKBOOK_DIR + WORKBOOK_EXTRAS]
-    subprocess.run(install, check=True)
+{keep_torch}    subprocess.run(install, check=True)
     if WORKBOOK_DIR not in sys.path:
         sys.path.insert(0, WORKBOOK_DIR)
     os.chdir(WORKBOOK_DIR)"""
+
+
+# Only in the extras variant: an extra such as unsloth depends on xformers, whose every release is built for one
+# torch version, so pip would replace Colab's torch to satisfy it. Pinning the installed torch family as a
+# constraint makes pip choose versions that fit it, or fail, instead. (Without extras the cell is unchanged.)
+_KEEP_TORCH = """\
+    # Keep Colab's torch: the extras (unsloth -> xformers) would otherwise pull another torch build.
+    from importlib.metadata import PackageNotFoundError, version
+    pins = []
+    for name in ("torch", "torchvision", "torchaudio"):
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pass
+    with open("/tmp/keep_colab_torch.txt", "w") as constraints:
+        constraints.write("\\n".join(pins) + "\\n")
+    install[4:4] = ["-c", "/tmp/keep_colab_torch.txt"]
+"""
 
 
 def setup_cell_source(extras: tuple[str, ...] = ()) -> str:
@@ -124,7 +142,8 @@ def setup_cell_source(extras: tuple[str, ...] = ()) -> str:
             )
     settings = repo_settings()
     extras_text = f"[{','.join(extras)}]" if extras else ""
-    return _SETUP_TEMPLATE.format(repo=settings["github_repo"], branch=settings["branch"], extras=extras_text)
+    return _SETUP_TEMPLATE.format(repo=settings["github_repo"], branch=settings["branch"], extras=extras_text,
+                                  keep_torch=_KEEP_TORCH if extras else "")
 
 
 def _setup_extras(source: str) -> tuple[str, ...]:
