@@ -120,13 +120,12 @@ if "google.colab" in sys.modules:
 # constraint makes pip choose versions that fit it, or fail, instead. (Without extras the cell is unchanged.)
 _KEEP_TORCH = """\
     # Keep Colab's torch: the extras (unsloth -> xformers) would otherwise pull another torch build.
+    import contextlib
     from importlib.metadata import PackageNotFoundError, version
     pins = []
     for name in ("torch", "torchvision", "torchaudio"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            pass
     with open("/tmp/keep_colab_torch.txt", "w") as constraints:
         constraints.write("\\n".join(pins) + "\\n")
     install[4:4] = ["-c", "/tmp/keep_colab_torch.txt"]

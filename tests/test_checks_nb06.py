@@ -95,9 +95,8 @@ def test_gguf_tensor_bytes_passes(capsys):
 
 
 def _norms_in_type(shapes, file_type):
-    per = {"f32": 4, "f16": 2, "q8_0": 34 / 32}[file_type]
-    return sum(int(torch.tensor(s).prod()) * (per if len(s) == 2 else 4) for s in shapes) if file_type == "q8_0" \
-        else sum(int(torch.tensor(s).prod()) * per for s in shapes)
+    """Stores 1-D tensors in the file's type, as if they were one row."""
+    return sum(gguf_io.tensor_bytes((1, *s) if len(s) == 1 else s, file_type) for s in shapes)
 
 
 def _no_fallback(shapes, file_type):

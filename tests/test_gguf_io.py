@@ -107,7 +107,8 @@ def test_q8_0_round_trip_error_is_at_most_half_a_step():
     x = torch.randn(4, 96)
     back = gguf_io.dequantize_q8_0(gguf_io.quantize_q8_0(x), x.shape)
     step = x.reshape(-1, 32).abs().amax(1, keepdim=True) / 127
-    assert ((back - x).reshape(-1, 32).abs() <= step / 2 * 1.01 + 1e-6).all()
+    # half a step of rounding, plus the fp16 rounding of the scale (2**-11 relative) times codes up to 127
+    assert ((back - x).reshape(-1, 32).abs() <= step * (0.5 + 127 * 2**-11)).all()
     with pytest.raises(ValueError, match="multiple of 32"):
         gguf_io.quantize_q8_0(torch.randn(3, 33))
 
@@ -168,7 +169,7 @@ def test_without_the_permutation_the_read_back_model_is_wrong(tiny, tmp_path):
     ids = tokenizer("Once upon a time, there was a little dog", return_tensors="pt").input_ids
     reference = _logits(model, ids)
     relative = ((_logits(reader_model, ids) - reference).abs().max() / reference.abs().max()).item()
-    assert relative > 10 * gguf_io.GGUF_TOLERANCE["q8_0"]
+    assert relative > 2 * gguf_io.GGUF_TOLERANCE["q8_0"]
 
 
 def test_the_writer_refuses_what_it_cannot_write(tiny, tmp_path):
