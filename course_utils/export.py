@@ -96,7 +96,8 @@ def merged_16bit(adapter_dir: str | Path, base_name: str, *, trained_model: Any 
         with torch.no_grad():
             for name, value in weights.items():
                 state[name].copy_(value.reshape(state[name].shape))
-    adapted = PeftModel.from_pretrained(plain, str(adapter_dir))
+    with finetune.quiet_peft():
+        adapted = PeftModel.from_pretrained(plain, str(adapter_dir))
     return adapted.merge_and_unload().to(dtype).eval()
 
 

@@ -170,7 +170,7 @@ class PeftBackend(Backend):
     def load_model(self, name: str, *, load_in_4bit: bool, device: torch.device, dtype: torch.dtype | None,
                    max_seq_length: int) -> tuple[Any, Any]:
         kwargs: dict[str, Any] = {}
-        if load_in_4bit:
+        if load_in_4bit and not saved_quantized(name):  # a pre-quantized checkpoint brings its own config
             kwargs["quantization_config"] = nf4_config(compute_dtype=dtype, device=device)
             if device.type == "cuda":
                 kwargs["device_map"] = {"": device.index or 0}
@@ -188,11 +188,24 @@ class PeftBackend(Backend):
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
         torch.manual_seed(settings.seed)
-        with warnings.catch_warnings():  # PEFT 0.21 calls a method transformers 5 deprecates: not ours to fix
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with quiet_peft():
             peft_model = get_peft_model(model, settings.peft_config())
         peft_model.train()
         return peft_model
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence one FutureWarning: PEFT 0.21 reads an attribute transformers 5 deprecates (not ours to fix)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def saved_quantized(name: str) -> bool:
+    """Whether ``name`` is a local checkpoint saved already quantized (its config.json has a quantization_config)."""
+    config_file = Path(sources.resolve_model(name).location) / "config.json"
+    return config_file.is_file() and "quantization_config" in json.loads(config_file.read_text())
 
 
 BACKENDS: dict[str, Backend] = {"peft": PeftBackend()}
@@ -794,7 +807,8 @@ def load_adapter(base: Any, folder: str | Path, *, device: torch.device | str | 
         device = env.pick_device(device)
         dtype = dtype or env.pick_precision(device).inference_dtype
         base, _ = sources.load_causal_lm(base, dtype=dtype, device=device, verbose=False)
-    model = PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name, is_trainable=trainable)
+    with quiet_peft():
+        model = PeftModel.from_pretrained(base, str(folder), adapter_name=adapter_name, is_trainable=trainable)
     return model.eval()
 
 
@@ -805,7 +819,9 @@ def load_adapter_auto(folder: str | Path, *, device: torch.device | str | None =
 
     device = env.pick_device(device)
     dtype = dtype or env.pick_precision(device).inference_dtype
-    return AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
+    with quiet_peft():
+        model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    return model.to(device).eval()
 
 
 def merge(model: Any, backend: str | Backend | None = None) -> Any:

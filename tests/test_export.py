@@ -125,3 +125,10 @@ def test_ollama_modelfile_and_mac_routes(qlora):
 def test_gguf_tolerances_are_ordered():
     tolerance = gguf_io.GGUF_TOLERANCE
     assert tolerance["f32"] < tolerance["f16"] < tolerance["q8_0"]
+
+
+def test_a_prequantized_checkpoint_loads_with_its_own_config(tmp_path):
+    folder = export.prequantize("tiny-llama", tmp_path / "tiny-llama-bnb-4bit")
+    assert finetune.saved_quantized(str(folder)) and not finetune.saved_quantized("tiny-llama")
+    model, _ = finetune.load_model(str(folder), load_in_4bit=True, device="cpu", backend="peft")
+    assert finetune.is_quantized(model)
