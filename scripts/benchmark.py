@@ -21,11 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- BENCHMARK:START -->", "<!-- BENCHMARK:END -->"
 
 
-def timed(command: list[str], cwd: Path) -> tuple[float, int, str]:
-    """Run ``command``; return (seconds, exit status, last lines of output)."""
+def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, int, str]:
+    """Run ``command`` with its output in ``log``; return (seconds, exit status, last lines of output)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+    with log.open("w") as out:
+        proc = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    tail = "\n".join(log.read_text().strip().splitlines()[-15:])
     return time.perf_counter() - started, proc.returncode, tail
 
 
@@ -49,7 +51,7 @@ def main() -> int:
         for label, target in (("install (`make setup`, fresh clone)", "setup"), ("`make test`", "test"),
                               ("`make run`", "run")):
             print(f"timing {label} ...", flush=True)
-            seconds, status, tail = timed(["make", target], clone)
+            seconds, status, tail = timed(["make", target], clone, ROOT / "build" / f"benchmark-{target}.log")
             rows.append((label, seconds, status))
             if status != 0:
                 print(tail, file=sys.stderr)
