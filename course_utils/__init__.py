@@ -4,4 +4,21 @@ Import submodules explicitly (``from course_utils import env``); this file stays
 ``import course_utils`` never pulls in torch.
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+
+class _NoKernelsHubWarning(logging.Filter):
+    """Drops one warning that bitsandbytes logs at import on CPUs with AVX-512 BF16.
+
+    There it looks for a faster 4-bit CPU kernel that the optional ``kernels`` package downloads from the Hugging Face
+    Hub, and, without it, asks for ``pip install kernels``. Its own packed kernel runs instead, and this workbook runs
+    offline, where that download cannot happen. ``quant.bnb_path`` says which kernel runs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kernels-community" not in record.getMessage()
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoKernelsHubWarning())

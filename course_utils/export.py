@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from course_utils import finetune, gguf_io, sharing, sources
+from course_utils import finetune, gguf_io, quant, sharing, sources
 
 MERGE_BASES = ("dequantized", "original")
 
@@ -59,17 +59,14 @@ def prequantize(name: str, folder: str | Path) -> Path:
 # ================================================================================================ merging
 def dequantized_weights(model: Any) -> dict[str, torch.Tensor]:
     """The 4-bit (bitsandbytes) weights of a model, dequantized to float32 and keyed by transformers' names."""
-    import bitsandbytes.functional as bnbf
+    from bitsandbytes.nn import Linear4bit
 
     base = getattr(model, "get_base_model", lambda: model)()
     out = {}
     for name, module in base.named_modules():
-        weight = getattr(module, "weight", None)
-        state = getattr(weight, "quant_state", None)
-        if state is None:
+        if not isinstance(module, Linear4bit):  # PEFT's LoRA wrapper shows its base layer's weight too: skip it
             continue
-        name = name.replace(".base_layer", "")
-        out[name + ".weight"] = bnbf.dequantize_4bit(weight.data, state).float().cpu()
+        out[name.replace(".base_layer", "") + ".weight"] = quant.dequantize_bnb_layer(module)
     return out
 
 

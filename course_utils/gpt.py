@@ -28,7 +28,7 @@ Attention = Literal["sdpa", "explicit"]
 class GPTConfig:
     """Every size of the model. The defaults are the workbook's tiny GPT (about 0.9M parameters)."""
 
-    vocab_size: int = 864
+    vocab_size: int = 832
     context_length: int = 256
     n_embd: int = 128
     n_layer: int = 4

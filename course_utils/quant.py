@@ -150,6 +150,22 @@ def bnb_roundtrip(x: torch.Tensor, quant_type: str = "nf4", block_size: int = 64
     return dequantize_4bit(packed, state).reshape(x.shape)
 
 
+def dequantize_bnb_layer(layer: torch.nn.Module) -> torch.Tensor:
+    """The float32 weight of a bitsandbytes ``Linear4bit``, whatever layout its CPU kernel left it in.
+
+    On CPUs with AVX-512 BF16, an eval-mode forward repacks the 4-bit weight in place for a fused kernel, so
+    ``weight.data`` is then not the layout ``dequantize_4bit`` reads. The layer's ``state_dict`` always holds the
+    canonical layout (it is what ``save_pretrained`` writes), so the weight is read from there.
+    """
+    from bitsandbytes.functional import QuantState, dequantize_4bit
+
+    state = layer.state_dict()
+    prefix = "weight."
+    quant_state = QuantState.from_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                                       device=state["weight"].device)
+    return dequantize_4bit(state["weight"], quant_state).float().cpu()
+
+
 def bnb_storage_bits(x: torch.Tensor, block_size: int = 64, double_quant: bool = False) -> dict[str, float]:
     """Bits per weight of what bitsandbytes stores for ``x`` in NF4, counted from its tensors.
 
@@ -173,20 +189,55 @@ def bnb_storage_bits(x: torch.Tensor, block_size: int = 64, double_quant: bool =
     return bits
 
 
+# bitsandbytes picks its 4-bit CPU kernel by CPU: with AVX-512 BF16 it repacks each weight for a fused kernel that
+# multiplies in bf16, in eval mode and without gradients; elsewhere (and in training) it dequantizes, then multiplies
+# in the layer's compute dtype. Figures measured through the two differ by bf16 rounding.
+PACKED_CPU_KERNEL = "packed AVX-512 BF16 kernel (inference only; activations rounded to bf16)"
+GENERIC_CPU_KERNEL = "generic kernel (dequantize to the compute dtype, then multiply)"
+
+
+def bnb_packed_cpu_kernel() -> tuple[bool, str]:
+    """Whether bitsandbytes' packed 4-bit CPU kernel can run on this machine, and why (or why not)."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    if has_avx512bf16():
+        return True, "this CPU has AVX-512 BF16, and bitsandbytes' native library has the kernel"
+    return False, "this CPU has no AVX-512 BF16 (or bitsandbytes' native library lacks the kernel)"
+
+
+def bnb_cpu_kernel(model: torch.nn.Module) -> str:
+    """Which of bitsandbytes' CPU kernels the model's 4-bit layers use when they run inference on the CPU."""
+    from bitsandbytes.nn import Linear4bit
+
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    if not layers:
+        return "no 4-bit layers"
+    packed = sum(bool(getattr(m, "support_avx512bf16_for_cpu", False)) for m in layers)
+    if packed == len(layers):
+        return PACKED_CPU_KERNEL
+    return GENERIC_CPU_KERNEL if packed == 0 else f"mixed: {packed} of {len(layers)} layers packed"
+
+
 def bnb_path(model_or_device: Any = "cpu") -> str:
-    """Which bitsandbytes code runs the 4-bit layers here: its CUDA kernels, or its CPU backend, and the library."""
+    """Which bitsandbytes code runs the 4-bit layers here: its CUDA kernels, or which kernel of its CPU backend."""
     import bitsandbytes
     from bitsandbytes import cextension
 
     if isinstance(model_or_device, (str, torch.device)):
-        device = torch.device(model_or_device)
+        device, model = torch.device(model_or_device), None
     else:
-        device = next(model_or_device.parameters()).device
+        device, model = next(model_or_device.parameters()).device, model_or_device
     library = getattr(getattr(cextension, "lib", None), "_lib", None)
     name = Path(getattr(library, "_name", "") or "no native library").name
-    backend = "CUDA kernels" if device.type == "cuda" else f"{device.type.upper()} backend"
-    return (f"bitsandbytes {bitsandbytes.__version__}: {backend} (native library: {name}; "
-            f"built for {getattr(cextension, 'BNB_BACKEND', '?')})")
+    if device.type == "cuda":
+        backend = "CUDA kernels"
+    elif device.type == "cpu":
+        kernel = bnb_cpu_kernel(model) if model is not None else (
+            PACKED_CPU_KERNEL if bnb_packed_cpu_kernel()[0] else GENERIC_CPU_KERNEL)
+        backend = f"CPU backend, {kernel}"
+    else:
+        backend = f"{device.type.upper()} backend"
+    return f"bitsandbytes {bitsandbytes.__version__}: {backend}; native library {name}"
 
 
 def plot_code_usage(x: torch.Tensor, books: dict[str, torch.Tensor] | None = None, block_size: int = 64):

@@ -35,7 +35,7 @@ from course_utils.train import logits_of  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--vocab", type=int, default=864)
+    add("--vocab", type=int, default=832)
     add("--n-embd", type=int, default=128)
     add("--n-layer", type=int, default=4)
     add("--n-head", type=int, default=4)

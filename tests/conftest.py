@@ -2,6 +2,30 @@
 
 import os
 
+import pytest
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="module", params=["packed", "generic"])
+def bnb_cpu_kernel(request):
+    """Runs a test with each of bitsandbytes' 4-bit CPU kernels: the packed AVX-512 BF16 one and the generic one.
+
+    bitsandbytes chooses by CPU (``has_avx512bf16()``) when a ``Linear4bit`` is made, so a test that only ran the
+    host's choice would miss the other CPU's failures. Here the choice is forced for every layer made inside the
+    test. The packed kernel is registered only where the CPU has the instructions: elsewhere it is skipped, with
+    the reason.
+    """
+    import bitsandbytes.nn.modules as bnb_modules
+
+    from course_utils import quant
+
+    packed = request.param == "packed"
+    available, reason = quant.bnb_packed_cpu_kernel()
+    if packed and not available:
+        pytest.skip(f"bitsandbytes' packed 4-bit CPU kernel not run: {reason}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bnb_modules, "has_avx512bf16", lambda: packed)
+        yield request.param

@@ -7,6 +7,7 @@ import copy
 import json
 
 import pytest
+import torch
 
 from course_utils import paths
 from course_utils.data_build import stories, zorbish
@@ -94,3 +95,20 @@ def test_teacher_beats_its_student(manifest):
 def test_rebuild_reproduces_the_committed_data(tmp_path, manifest):
     rebuilt = build_all(tmp_path / "data", progress=False)
     assert compare_manifests(manifest, rebuilt) == []
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-llama-student"])
+def test_every_weight_dimension_is_a_multiple_of_64(name):
+    # Real checkpoints have such shapes, and kernels that tile matrices take other code paths on odd ones
+    # (bitsandbytes' packed 4-bit CPU kernel asserts that every output dimension divides by 32).
+    from transformers.pytorch_utils import Conv1D
+
+    from course_utils.data_build.tiny_models import MULTIPLE_OF
+    from course_utils.sources import load_causal_lm
+
+    model, _ = load_causal_lm(name, verbose=False)
+    layers = {n: m.weight.shape for n, m in model.named_modules() if isinstance(m, torch.nn.Linear | Conv1D)}
+    assert len(layers) > 4
+    odd = {n: tuple(s) for n, s in layers.items() if any(d % MULTIPLE_OF for d in s)}
+    assert not odd, f"{name}: weights with a dimension that is not a multiple of {MULTIPLE_OF}: {odd}"
+    assert model.config.vocab_size % MULTIPLE_OF == 0

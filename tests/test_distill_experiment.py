@@ -97,7 +97,7 @@ def test_layer_choice_and_small_tables_on_the_tiny_models():
     assert "T = 4" in soft and "all others" in soft
     inputs, _ = next(iter(val_loader))
     with torch.no_grad():
-        grads = dx.temperature_gradient_table(torch.zeros(2, 864), teacher(inputs[:1, :2]).logits[0], [1, 4])
+        grads = dx.temperature_gradient_table(torch.zeros(2, 832), teacher(inputs[:1, :2]).logits[0], [1, 4])
     assert grads.count("\n") == 3
     speed_table, speeds = dx.speed_table({"teacher": teacher}, tokenizer(["Once"], return_tensors="pt")["input_ids"],
                                          4, repeats=1)

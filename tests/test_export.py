@@ -8,15 +8,22 @@ import math
 import pytest
 import torch
 
-from course_utils import export, finetune, gguf_io, sharing, sources
+from course_utils import export, finetune, gguf_io, quant, sharing, sources
 
 PROMPTS = ["Translate to Zorbish: a big dog jumps.\nZorbish:", "Translate to Zorbish: the cat sleeps.\nZorbish:"]
 
 
+# Logits through the packed 4-bit CPU kernel differ from an fp32 computation by bf16 rounding of the activations
+# (2^-8 relative per rounding, accumulated over the layers); through the generic kernel, by fp32 rounding.
+DEQUANTIZED_MERGE_TOLERANCE = {"packed": 2e-2, "generic": 1e-3}
+
+
 @pytest.fixture(scope="module")
-def qlora(tmp_path_factory):
-    """A QLoRA model on the 4-bit tiny-llama with non-zero (random) adapters, and its saved adapter."""
+def qlora(tmp_path_factory, bnb_cpu_kernel):
+    """A QLoRA model on the 4-bit tiny-llama with non-zero (random) adapters, its saved adapter, and the kernel."""
     model, tokenizer = finetune.load_model("tiny-llama", load_in_4bit=True, device="cpu", backend="peft")
+    assert quant.bnb_cpu_kernel(model) == {"packed": quant.PACKED_CPU_KERNEL,
+                                           "generic": quant.GENERIC_CPU_KERNEL}[bnb_cpu_kernel]
     model = finetune.add_adapters(model, finetune.LoraSettings(r=4, alpha=8, seed=0))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -25,7 +32,7 @@ def qlora(tmp_path_factory):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
     model.eval()
     adapter_dir = finetune.save_adapter(model, tmp_path_factory.mktemp("qlora") / "adapter", tokenizer)
-    return model, tokenizer, adapter_dir
+    return model, tokenizer, adapter_dir, bnb_cpu_kernel
 
 
 def _relative(a, b):
@@ -33,7 +40,7 @@ def _relative(a, b):
 
 
 def test_retarget_adapter_copies_and_changes_only_the_base(qlora, tmp_path):
-    _, _, adapter_dir = qlora
+    _, _, adapter_dir, _ = qlora
     before = finetune.adapter_config(adapter_dir)
     copy = export.retarget_adapter(adapter_dir, "meta-llama/Llama-3.2-1B", tmp_path / "copy")
     after = finetune.adapter_config(copy)
@@ -45,7 +52,7 @@ def test_retarget_adapter_copies_and_changes_only_the_base(qlora, tmp_path):
 
 
 def test_dequantized_weights_are_the_4bit_values(qlora):
-    model, _, _ = qlora
+    model, _, _, _ = qlora
     weights = export.dequantized_weights(model)
     assert "model.layers.0.self_attn.q_proj.weight" in weights
     original, _ = sources.load_causal_lm("tiny-llama", dtype=torch.float32, device="cpu", verbose=False)
@@ -56,7 +63,7 @@ def test_dequantized_weights_are_the_4bit_values(qlora):
 
 
 def test_merging_into_the_dequantized_base_reproduces_the_trained_model(qlora):
-    model, tokenizer, adapter_dir = qlora
+    model, tokenizer, adapter_dir, kernel = qlora
     reference = finetune.logits_on(model, tokenizer, PROMPTS, chat=False)
     exact = export.merged_16bit(adapter_dir, "tiny-llama", trained_model=model, base="dequantized",
                                 dtype=torch.float32)
@@ -64,14 +71,14 @@ def test_merging_into_the_dequantized_base_reproduces_the_trained_model(qlora):
                                    dtype=torch.float32)
     exact_difference = _relative(finetune.logits_on(exact, tokenizer, PROMPTS, chat=False), reference)
     original_difference = _relative(finetune.logits_on(original, tokenizer, PROMPTS, chat=False), reference)
-    assert exact_difference < 1e-3
+    assert exact_difference < DEQUANTIZED_MERGE_TOLERANCE[kernel]
     assert original_difference > 10 * exact_difference
     with pytest.raises(ValueError, match="base must be one of"):
         export.merged_16bit(adapter_dir, "tiny-llama", base="nf4")
 
 
 def test_merge_choices_and_gguf_export_of_the_merge(qlora, tmp_path):
-    model, tokenizer, adapter_dir = qlora
+    model, tokenizer, adapter_dir, kernel = qlora
     rows = export.merge_choices(model, tokenizer, adapter_dir, "tiny-llama", PROMPTS, chat=False)
     assert [r["merged into"].split()[0] for r in rows] == ["dequantized", "original"]
     assert rows[0]["largest logit difference / largest logit"] < rows[1]["largest logit difference / largest logit"]
@@ -110,7 +117,7 @@ def test_push_variants_behind_a_closed_gate_pushes_nothing(tmp_path):
 
 
 def test_ollama_modelfile_and_mac_routes(qlora):
-    _, tokenizer, _ = qlora
+    _, tokenizer, _, _ = qlora
     plain = export.ollama_modelfile("tiny-q8_0.gguf", tokenizer, chat=False)
     assert plain.splitlines()[0] == "FROM ./tiny-q8_0.gguf"
     assert 'TEMPLATE """{{ .Prompt }}"""' in plain
@@ -127,8 +134,13 @@ def test_gguf_tolerances_are_ordered():
     assert tolerance["f32"] < tolerance["f16"] < tolerance["q8_0"]
 
 
-def test_a_prequantized_checkpoint_loads_with_its_own_config(tmp_path):
+def test_a_prequantized_checkpoint_loads_with_its_own_config(tmp_path, bnb_cpu_kernel):
     folder = export.prequantize("tiny-llama", tmp_path / "tiny-llama-bnb-4bit")
     assert finetune.saved_quantized(str(folder)) and not finetune.saved_quantized("tiny-llama")
-    model, _ = finetune.load_model(str(folder), load_in_4bit=True, device="cpu", backend="peft")
+    model, tokenizer = finetune.load_model(str(folder), load_in_4bit=True, device="cpu", backend="peft")
     assert finetune.is_quantized(model)
+    at_load, _ = finetune.load_model("tiny-llama", load_in_4bit=True, device="cpu", backend="peft")
+    with torch.no_grad():  # inference, so the packed kernel (where forced on) really runs
+        saved, fresh = (finetune.logits_on(m, tokenizer, PROMPTS, chat=False) for m in (model, at_load))
+    assert quant.bnb_cpu_kernel(model) == quant.bnb_cpu_kernel(at_load)
+    assert _relative(saved, fresh) < 1e-6  # the same 4-bit values, whichever kernel multiplies them

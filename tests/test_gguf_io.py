@@ -116,7 +116,7 @@ def test_q8_0_round_trip_error_is_at_most_half_a_step():
 def test_tensor_bytes_and_bits_per_weight():
     assert gguf_io.tensor_bytes((4096, 4096), "f16") == 4096 * 4096 * 2
     assert gguf_io.tensor_bytes((4096, 4096), "q8_0") == 4096 * 4096 // 32 * 34
-    assert gguf_io.tensor_bytes((128, 341), "q8_0") == 128 * 341 * 2  # rows of 341: f16 fallback
+    assert gguf_io.tensor_bytes((128, 341), "q8_0") == 128 * 341 * 2  # rows of 341 values: f16 fallback
     assert gguf_io.tensor_bytes((128,), "q8_0") == 128 * 4
     assert gguf_io.bits_per_weight("f16") == 16
     assert gguf_io.bits_per_weight("q8_0") == 8.5

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from course_utils import paths
 from course_utils.gpt import GPT, GPTConfig, explicit_attention, from_hf_gpt2, padded_vocab_size, save_hf
 
 SMALL = GPTConfig(vocab_size=50, context_length=16, n_embd=32, n_layer=2, n_head=4)
@@ -27,9 +30,10 @@ def test_parameter_count_matches_transformers_gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     ours = GPT(GPTConfig())  # the workbook's tiny GPT: same sizes as data/models/tiny-gpt2
-    theirs = GPT2LMHeadModel(GPT2Config(vocab_size=864, n_positions=256, n_embd=128, n_layer=4, n_head=4))
-    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters()) == 936_704
-    assert ours.num_parameters(count_positions=False) == 936_704 - 256 * 128
+    theirs = GPT2LMHeadModel(GPT2Config(vocab_size=832, n_positions=256, n_embd=128, n_layer=4, n_head=4))
+    shipped = json.loads((paths.data_dir() / "MANIFEST.json").read_text())["models"]["tiny-gpt2"]["parameters"]
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters()) == shipped
+    assert ours.num_parameters(count_positions=False) == shipped - 256 * 128
 
 
 def test_the_future_does_not_leak_into_the_past():
@@ -83,7 +87,7 @@ def test_loads_the_embedded_tiny_gpt2():
 
     hf, _ = load_causal_lm("tiny-gpt2", verbose=False)
     ours = from_hf_gpt2(hf)
-    ids = torch.randint(0, 864, (1, 20))
+    ids = torch.randint(0, 832, (1, 20))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), hf(ids).logits, rtol=1e-4, atol=1e-4)
 

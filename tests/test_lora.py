@@ -69,8 +69,12 @@ def test_tiny_model_counts_match_peft(tiny):
     peft_model = get_peft_model(copy.deepcopy(tiny), LoraConfig(r=16, lora_alpha=32,
                                                                 target_modules=list(lora.LLAMA_TARGETS)))
     trainable, total = lora.count_parameters(peft_model)
-    assert trainable == ours == 147_392
-    assert total == 942_720 + ours
+    c = tiny.config
+    kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
+    # r x (d_in + d_out) per layer: q and o (h + h), k and v (h + kv), gate and up (h + mlp), down (mlp + h)
+    per_block = 16 * (2 * 2 * c.hidden_size + 2 * (c.hidden_size + kv) + 3 * (c.hidden_size + c.intermediate_size))
+    assert trainable == ours == c.num_hidden_layers * per_block
+    assert total == sum(p.numel() for p in tiny.parameters()) + ours
     rows = lora.count_table(shapes, 16)
     assert rows[-1]["layer"] == "total" and rows[-1]["LoRA r=16 (all layers)"] == ours
     with pytest.raises(ValueError, match="No linear layer"):
@@ -85,7 +89,7 @@ def test_add_lora_is_exact_at_step_zero_and_equals_peft_for_the_same_a_b(tiny):
     with torch.no_grad():
         assert torch.equal(scratch(ids).logits, tiny(ids).logits)
     assert len(lora.lora_layers(scratch)) == 28
-    assert lora.count_parameters(scratch)[0] == 147_392
+    assert lora.count_parameters(scratch)[0] == sum(lora.lora_param_count(d, k, 16) for _, d, k in lora.linear_shapes(tiny))
 
     peft_model = get_peft_model(copy.deepcopy(tiny), LoraConfig(r=16, lora_alpha=32,
                                                                 target_modules=list(lora.LLAMA_TARGETS)))

@@ -79,3 +79,19 @@ def expect_tensor_close(actual: Any, expected: Any, what: str, *, atol: float = 
 def passed(message: str) -> None:
     """Report a passed check."""
     print(f"\u2713 {message}")
+
+
+def tiny_llama_sizes() -> dict[str, int]:
+    """hidden, kv (the K/V projection width), mlp, vocab and layers of the embedded tiny-llama, from its config.json.
+
+    Checks build their cases from the shipped model, so that a rebuilt model cannot leave a check behind.
+    """
+    import json
+
+    from course_utils import paths
+
+    config = json.loads((paths.data_dir() / "models" / "tiny-llama" / "config.json").read_text())
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    return {"hidden": hidden, "kv": config["num_key_value_heads"] * (hidden // heads),
+            "mlp": config["intermediate_size"], "vocab": config["vocab_size"], "layers": config["num_hidden_layers"]}
+

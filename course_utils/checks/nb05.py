@@ -8,7 +8,15 @@ from collections.abc import Callable, Sequence
 import torch
 
 from course_utils import finetune, lora, quant
-from course_utils.checks import CheckFailed, call, expect, expect_equal, expect_tensor_close, passed
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    expect,
+    expect_equal,
+    expect_tensor_close,
+    passed,
+    tiny_llama_sizes,
+)
 
 IGNORE_INDEX = finetune.IGNORE_INDEX
 
@@ -65,14 +73,18 @@ def lora_forward(student: Callable[..., torch.Tensor]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ parameter count
-TINY_LLAMA_SHAPES = [(128, 128), (64, 128), (64, 128), (128, 128), (341, 128), (341, 128), (128, 341)] * 4
+def tiny_llama_shapes() -> list[tuple[int, int]]:
+    """(d_out, d_in) of every q, k, v, o, gate, up and down projection of the embedded tiny-llama."""
+    s = tiny_llama_sizes()
+    h, kv, mlp = s["hidden"], s["kv"], s["mlp"]
+    return [(h, h), (kv, h), (kv, h), (h, h), (mlp, h), (mlp, h), (h, mlp)] * s["layers"]
 
 
 def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int]) -> None:
     """``lora_parameter_count(shapes, r)``: trainable LoRA parameters over layers of shape ``(d_out, d_in)``."""
     cases = [([(4096, 4096)], 16, "one 4096 x 4096 layer (the seeds' example)"),
              ([(11008, 4096)], 8, "one 11008 x 4096 MLP layer"),
-             (TINY_LLAMA_SHAPES, 16, "every q,k,v,o,gate,up,down layer of tiny-llama"),
+             (tiny_llama_shapes(), 16, "every q,k,v,o,gate,up,down layer of tiny-llama"),
              ([(10, 3), (5, 10), (7, 7)], 2, "three small layers")]
     for shapes, r, label in cases:
         what = f"lora_parameter_count for {label}, r={r}"

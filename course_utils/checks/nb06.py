@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from course_utils import gguf_io
-from course_utils.checks import CheckFailed, call, expect, expect_equal, passed
+from course_utils.checks import CheckFailed, call, expect, expect_equal, passed, tiny_llama_sizes
 
 
 def _tensor(value: object, what: str) -> torch.Tensor:
@@ -92,10 +92,11 @@ def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Te
 # ------------------------------------------------------------------------------------------------ GGUF size
 def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> None:
     """``gguf_tensor_bytes(shapes, file_type)``: bytes of tensors of these shapes in a GGUF of ``file_type``."""
-    tiny = [(864, 128), (128,), (128, 128), (64, 128), (64, 128), (128, 128), (128,), (341, 128), (341, 128),
-            (128, 341), (128,), (864, 128)]
+    s = tiny_llama_sizes()
+    h, kv, mlp, vocab = s["hidden"], s["kv"], s["mlp"], s["vocab"]
+    tiny = [(vocab, h), (h,), (h, h), (kv, h), (kv, h), (h, h), (h,), (mlp, h), (mlp, h), (h, mlp), (h,), (vocab, h)]
     cases = [([(4096, 4096)], "f16", "one 4096 x 4096 weight"), ([(4096, 4096)], "q8_0", "one 4096 x 4096 weight"),
-             ([(4096,)], "q8_0", "a norm (1-D)"), ([(128, 341)], "q8_0", "a 128 x 341 down projection"),
+             ([(4096,)], "q8_0", "a norm (1-D)"), ([(128, 341)], "q8_0", "a 128 x 341 weight (rows of 341 values)"),
              (tiny, "f16", "one block of tiny-llama plus embeddings"),
              (tiny, "q8_0", "one block of tiny-llama plus embeddings"), (tiny, "f32", "the same, in f32")]
     for shapes, file_type, label in cases:

@@ -21,7 +21,8 @@ from course_utils.data_build.tokenizer import build_tokenizer
 SEED = 0
 N_TRAIN_STORIES = 6000
 N_VALIDATION_STORIES = 300
-TOKENIZER_VOCAB = 2048   # an upper bound: BPE stops earlier when the corpus has no more frequent pairs
+TOKENIZER_VOCAB = 832    # 13 x 64, below the 864 tokens where BPE runs out of pairs seen twice: the LM head's
+                         # rows are then a multiple of 64, like every other weight dimension
 MANIFEST = "MANIFEST.json"
 LOSS_TOLERANCE = 0.05    # relative: CPUs with other vector units round differently
 # Files whose bytes depend only on the seed and the library versions (model weights depend on the CPU too).
@@ -82,6 +83,9 @@ def build_all(out_dir: str | Path | None = None, *, progress: bool = True) -> di
     # 2. Tokenizer, trained on the training stories only.
     tokenizer = build_tokenizer(story_splits["train"], out / "tokenizer", TOKENIZER_VOCAB, tiny_models.CONTEXT)
     say(f"tokenizer trained: {len(tokenizer)} tokens")
+    if len(tokenizer) % tiny_models.MULTIPLE_OF:
+        raise RuntimeError(f"the tokenizer has {len(tokenizer)} tokens, not a multiple of {tiny_models.MULTIPLE_OF}: "
+                           "lower TOKENIZER_VOCAB to a multiple the corpus can reach")
     split_words = [w for w in zorbish.CODE_WORDS if len(tokenizer.tokenize(" " + w)) != 1]
     if split_words:
         raise RuntimeError(f"Zorbish code words {split_words} are not single tokens; choose more frequent words")

@@ -22,6 +22,18 @@ from course_utils.train import TrainConfig, TrainState, evaluate, logits_of, mak
 CONTEXT = 256      # max_position_embeddings of every tiny model
 WINDOW = 128       # training sequence length
 BATCH = 16
+# Every weight dimension is a multiple of this, as in real checkpoints: kernels that tile matrices (bitsandbytes'
+# packed 4-bit CPU kernel, tensor cores, GGUF's 32-value blocks) assume it, and an odd width takes another code path.
+MULTIPLE_OF = 64
+
+
+def mlp_width(hidden: int, multiple_of: int = MULTIPLE_OF) -> int:
+    """Llama's SwiGLU width: 2/3 of 4 x hidden (the same parameters as a 4x GELU MLP), rounded up to ``multiple_of``.
+
+    Meta's reference Llama code rounds with ``multiple_of = 256``; on a 128-wide model that would give 512, so
+    the tiny models use 64 (128 -> 341 -> 384).
+    """
+    return -(-int(8 * hidden / 3) // multiple_of) * multiple_of
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ def make_config(spec: TinySpec, tokenizer):
     if spec.architecture == "gpt2":
         return GPT2Config(vocab_size=len(tokenizer), n_positions=CONTEXT, n_embd=spec.hidden, n_layer=spec.layers,
                           n_head=spec.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **ids)
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=spec.hidden * 8 // 3,
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=mlp_width(spec.hidden),
                        num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
                        num_key_value_heads=spec.kv_heads, max_position_embeddings=CONTEXT,
                        tie_word_embeddings=False, **ids)

@@ -29,7 +29,7 @@ VOCABULARY = DETERMINERS + ADJECTIVES + NOUNS + VERBS
 CODE_WORDS = [
     "bell", "kite", "drum", "cake", "book", "shell", "stone", "cup", "key", "sock", "apple", "flower", "boat",
     "box", "park", "garden", "forest", "beach", "farm", "river", "hill", "school", "kitchen", "pond", "meadow",
-    "sunny", "rainy", "windy", "cold", "warm", "cloudy", "calm", "proud", "glad",
+    "sunny", "rainy", "windy", "cold", "warm", "tall", "calm", "proud", "glad",
 ]
 
 PROMPT_TEMPLATE = "Translate to Zorbish: {english}\nZorbish:"
