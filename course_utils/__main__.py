@@ -1,4 +1,4 @@
-"""The instructors' and CI's command line: ``python -m course_utils {release,run,grade,report,data}``.
+"""The instructors' and CI's command line: ``python -m course_utils {release,run,grade,report,data,...}``.
 
 Subcommands import their modules only when they run, so ``--help`` answers at once.
 """
@@ -95,6 +95,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="feedback says that a hidden test failed, not which one (e.g. before a resubmission deadline)",
     )
 
+    standins = commands.add_parser(
+        "hub-standins",
+        help="write hub-shaped stand-ins of the colab profile's models and datasets into an HF cache folder",
+        description="Write into DIR (use it as HF_HOME, with HF_HUB_OFFLINE=1) a snapshot under the real hub id of "
+        "every model and dataset the colab profile names: real config values, random weights, a tokenizer of the "
+        "same kind, a few hundred rows of the embedded corpora.",
+    )
+    standins.add_argument("dir", type=Path, help="the folder to use as HF_HOME")
+    standins.add_argument("--model", action="append", default=None, metavar="HUB_ID",
+                          help="only this model (repeatable; default: every one the colab profile names)")
+    standins.add_argument("--dataset", action="append", default=None, metavar="HUB_ID",
+                          help="only this dataset (repeatable; default: every one the colab profile names)")
+
+    rehearse = commands.add_parser(
+        "rehearse",
+        help="rehearse the colab profile on this CPU: stand-ins in a temporary HF_HOME, every notebook run",
+        description="Build the hub stand-ins in a temporary HF_HOME and execute the solution notebooks with "
+        "papermill on PROFILE='colab', DEVICE='cpu' and the smallest step counts; results under build/colab/.",
+    )
+    rehearse.add_argument("--only", nargs="+", metavar="NN", default=None,
+                          help="run only these solution notebooks, by number or name prefix")
+    rehearse.add_argument("--hf-home", type=Path, default=None,
+                          help="build the stand-ins here and keep them (default: a temporary folder)")
+    rehearse.add_argument("--cell-timeout", type=float, default=900, metavar="S",
+                          help="seconds per cell (default: 900)")
+
     commands.add_parser("report", help="print the environment report ([OK]/[FAIL] per check)")
     commands.add_parser("data", help="rebuild data/ (corpora, tokenizer, tiny checkpoints)")
     return parser
@@ -109,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "grade": _grade,
         "report": _report,
         "data": _data,
+        "hub-standins": _hub_standins,
+        "rehearse": _rehearse,
     }
     try:
         return handlers[args.command](args)
@@ -150,18 +178,23 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _selected_notebooks(given: list[Path], only: list[str] | None) -> list[Path]:
     from course_utils.release import solution_notebooks
-    from course_utils.runner import run_notebooks
 
-    notebooks = list(args.notebooks) or solution_notebooks()
-    if args.only:
-        notebooks = [nb for nb in notebooks if any(nb.name.startswith(prefix) for prefix in args.only)]
+    notebooks = list(given) or solution_notebooks()
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.name.startswith(prefix) for prefix in only)]
     if not notebooks:
         raise _UsageError(
-            "no notebook to run: solutions/ has no NN_*.ipynb"
-            + (f" matching --only {' '.join(args.only)}" if args.only else "")
+            "no notebook to run: solutions/ has no NN_*.ipynb" + (f" matching --only {' '.join(only)}" if only else "")
         )
+    return notebooks
+
+
+def _run(args: argparse.Namespace) -> int:
+    from course_utils.runner import run_notebooks
+
+    notebooks = _selected_notebooks(args.notebooks, args.only)
     missing = [str(nb) for nb in notebooks if not nb.exists()]
     if missing:
         raise _UsageError(f"not found: {', '.join(missing)}")
@@ -215,6 +248,24 @@ def _report(args: argparse.Namespace) -> int:
 
     report = environment_report(print_report=True)
     return 0 if all(requirement.ok for requirement in report) else 1
+
+
+def _hub_standins(args: argparse.Namespace) -> int:
+    from course_utils.hub_standins import build_standins
+
+    try:
+        build_standins(args.dir, models=args.model, datasets=args.dataset)
+    except KeyError as exc:
+        raise _UsageError(str(exc.args[0])) from None
+    print(f"stand-ins written to {args.dir}: use them with HF_HOME={args.dir} HF_HUB_OFFLINE=1")
+    return 0
+
+
+def _rehearse(args: argparse.Namespace) -> int:
+    from course_utils.colab_rehearsal import rehearse
+
+    results = rehearse(_selected_notebooks([], args.only), hf_home=args.hf_home, cell_timeout=args.cell_timeout)
+    return 0 if all(result.ok for result in results) else 1
 
 
 def _data(args: argparse.Namespace) -> int:

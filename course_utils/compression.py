@@ -516,16 +516,23 @@ def exact_bf16_fraction(tensors: Mapping[str, torch.Tensor]) -> float:
 
 
 def sample_tensors(tensors: Mapping[str, torch.Tensor], max_mb: float | None) -> dict[str, torch.Tensor]:
-    """The tensors in name order until ``max_mb`` megabytes of fp32 (all of them when None): a big model's sample."""
+    """A big model's sample: the tensors, in name order, that fit in ``max_mb`` megabytes of fp32 (all when None).
+
+    A tensor too big for what is left is skipped, so that a large first tensor (an embedding, say: 113 MB in
+    SmolLM2-135M) cannot blow the budget; when not even one tensor fits, the sample is the first ``max_mb``
+    megabytes of the first tensor, flattened.
+    """
     if max_mb is None:
         return dict(tensors)
+    budget = int(max_mb * 1e6) // 4  # values
     chosen, total = {}, 0
     for name in sorted(tensors):
-        size = tensors[name].numel() * 4
-        if chosen and total + size > max_mb * 1e6:
-            break
-        chosen[name] = tensors[name]
-        total += size
+        if total + tensors[name].numel() <= budget:
+            chosen[name] = tensors[name]
+            total += tensors[name].numel()
+    if not chosen and tensors:
+        first = sorted(tensors)[0]
+        chosen[first] = tensors[first].detach().flatten()[: max(1, budget)]
     return chosen
 
 

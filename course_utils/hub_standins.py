@@ -453,8 +453,10 @@ def build_standins(hf_home: str | Path, *, models: Sequence[str] | None = None,
     the folders ``HF_HOME=hf_home`` makes huggingface_hub and datasets use.
     """
     from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as transformers_logging
 
-    disable_progress_bar()
+    disable_progress_bar()  # no progress bars for files that take a blink
+    transformers_logging.disable_progress_bar()
     wanted_models, wanted_datasets = colab_hub_ids()
     models = list(wanted_models if models is None else models)
     datasets = list(wanted_datasets if datasets is None else datasets)

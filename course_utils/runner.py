@@ -122,7 +122,7 @@ def run_notebook(
         env["HF_HUB_OFFLINE"] = "1"
     start = time.perf_counter()
     error: BaseException | None = None
-    with _environ(env):
+    with environ(env):
         try:
             papermill.execute_notebook(
                 str(notebook),
@@ -145,7 +145,7 @@ def run_notebook(
 
 
 @contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
+def environ(values: Mapping[str, str]) -> Iterator[None]:
     """Set environment variables for the kernel the block starts, then put the old values back."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)

@@ -1,6 +1,6 @@
 """Making training fast: a measured ladder, one change per row, each row keeping the changes above it.
 
-    fp32 baseline -> TF32 matmuls -> fused AdamW -> 16-bit autocast -> SDPA (flash) attention
+    fp32 baseline -> TF32 matmuls -> fused AdamW -> 16-bit autocast -> SDPA attention
                   -> torch.compile -> vocabulary padded to a multiple of 64 -> larger batch
 
 Every row trains the from-scratch GPT for a few steps on the device at hand and reports tokens per second,
@@ -52,7 +52,8 @@ RUNGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("+ TF32 matmuls", "tensor cores do fp32 matmuls with a 10-bit mantissa", {"tf32": True}),
     ("+ fused AdamW", "one kernel updates every parameter", {"fused_adamw": True}),
     ("+ 16-bit autocast", "matmuls in bf16 (fp16 + GradScaler without bf16)", {"autocast": True}),
-    ("+ SDPA attention", "F.scaled_dot_product_attention (FlashAttention on GPUs)", {"attention": "sdpa"}),
+    ("+ SDPA attention", "F.scaled_dot_product_attention (the kernel it picks is named when measured)",
+     {"attention": "sdpa"}),
     ("+ torch.compile", "graph compiled and fused into fewer kernels", {"compile": True}),
     ("+ vocab padded to x64", "vocabulary rounded up to a multiple of 64", {"pad_vocab": True}),
     ("+ 2x batch", "twice the sequences per step", {"batch_multiplier": 2}),
@@ -129,13 +130,61 @@ def why_not(change: dict[str, Any], device: torch.device, cfg: GPTConfig, *, com
 # ------------------------------------------------------------------------------------------------ measuring
 @contextlib.contextmanager
 def tf32_matmuls(enabled: bool) -> Iterator[None]:
-    """Allow TF32 in CUDA matmuls and convolutions inside the block, restoring the previous setting after."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    """Allow TF32 in CUDA matmuls and convolutions inside the block, restoring the previous setting after.
+
+    torch 2.9 and newer set this with ``fp32_precision`` ("tf32" or "ieee"); reading the legacy ``allow_tf32``
+    after the new setting was written raises, so the legacy flags are used only where the new ones do not exist.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        targets = [matmul] + ([cudnn] if hasattr(cudnn, "fp32_precision") else [])
+        old = [target.fp32_precision for target in targets]
+        for target in targets:
+            target.fp32_precision = "tf32" if enabled else "ieee"
+        try:
+            yield
+        finally:
+            for target, value in zip(targets, old):
+                target.fp32_precision = value
+        return
+    legacy = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        matmul.allow_tf32, cudnn.allow_tf32 = legacy
+
+
+# What each SDPA backend is, in words: the one PyTorch picks depends on the GPU, the dtype and the shapes.
+SDPA_KERNELS = {
+    "FLASH_ATTENTION": {"cuda": "FlashAttention", "cpu": "PyTorch's fused flash-style CPU kernel"},
+    "EFFICIENT_ATTENTION": {"cuda": "memory-efficient attention (not FlashAttention, which needs Ampere or newer)"},
+    "CUDNN_ATTENTION": {"cuda": "cuDNN's fused attention"},
+    "MATH": {"": "the unfused math path (no fused kernel fits)"},
+}
+
+
+def sdpa_kernel(device: torch.device | str, dtype: torch.dtype, n_head: int, head_dim: int, seq_len: int) -> str | None:
+    """Which kernel ``F.scaled_dot_product_attention`` runs for causal attention of this shape here, in words.
+
+    Asks PyTorch's own dispatcher (``torch._fused_sdp_choice``); None where this torch does not have it.
+    """
+    choose = getattr(torch, "_fused_sdp_choice", None)
+    if choose is None:
+        return None
+    device = torch.device(device)
+    q = torch.zeros(1, n_head, seq_len, head_dim, device=device, dtype=dtype)
+    try:
+        choice = torch.nn.attention.SDPBackend(choose(q, q, q, None, 0.0, True))
+    except (RuntimeError, ValueError):
+        return None
+    return kernel_in_words(choice.name, device.type)
+
+
+def kernel_in_words(backend: str, device_type: str) -> str:
+    """An ``SDPBackend`` name (``"EFFICIENT_ATTENTION"``) as the ladder's note says it for a device type."""
+    names = SDPA_KERNELS.get(backend, {})
+    return names.get(device_type) or names.get("") or backend
 
 
 class SavedTensorBytes:
@@ -220,6 +269,14 @@ def measure_training_speed(cfg: GPTConfig, batch_size: int, seq_len: int, settin
     return {"tokens_per_second": batch * seq_len / fastest, "peak_memory_mib": peak, "first_step_seconds": times[0]}
 
 
+def sdpa_note(cfg: GPTConfig, seq_len: int, settings: SpeedSettings, device: torch.device) -> str:
+    """The SDPA row's note: which kernel PyTorch runs for this model's attention, with these settings, here."""
+    dtype = autocast_dtype_for(device)[0] if settings.autocast else torch.float32
+    kernel = sdpa_kernel(device, dtype, cfg.n_head, cfg.n_embd // cfg.n_head, seq_len)
+    where = f"{kernel} here" if kernel else "its kernel not reported by this torch"
+    return f"F.scaled_dot_product_attention: {where}"
+
+
 def run_ladder(cfg: GPTConfig, batch_size: int, seq_len: int, *, device: torch.device | str = "cpu",
                steps: int = 4, warmup: int = 2, compile_on_cpu: bool = False, rungs=RUNGS,
                slower_tolerance: float = 0.05, progress: bool = True) -> list[LadderRow]:
@@ -243,6 +300,8 @@ def run_ladder(cfg: GPTConfig, batch_size: int, seq_len: int, *, device: torch.d
             rows.append(LadderRow(name, change, skipped=reason, settings=settings))
             continue
         trial = replace(settings, **turn_on)
+        if turn_on.get("attention") == "sdpa":
+            change = sdpa_note(cfg, seq_len, trial, device)
         measured = measure_training_speed(cfg, batch_size, seq_len, trial, device=device, steps=steps,
                                           warmup=warmup)
         speed = float(measured["tokens_per_second"] or 0.0)

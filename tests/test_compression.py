@@ -184,7 +184,15 @@ def test_sample_tensors_keeps_name_order_within_the_budget():
     tensors = {name: torch.zeros(250_000) for name in ("c", "a", "b")}  # 1 MB each in fp32
     assert list(compression.sample_tensors(tensors, None)) == ["c", "a", "b"]
     assert list(compression.sample_tensors(tensors, 2.5)) == ["a", "b"]
-    assert list(compression.sample_tensors(tensors, 0.1)) == ["a"]  # at least one
+    tiny = compression.sample_tensors(tensors, 0.1)  # not even one fits: the first 0.1 MB of the first
+    assert list(tiny) == ["a"] and tiny["a"].numel() == 25_000
+
+
+def test_sample_tensors_skips_a_tensor_bigger_than_the_budget():
+    tensors = {"a_embedding": torch.zeros(3_000_000), "b": torch.zeros(250_000), "c": torch.zeros(250_000)}
+    sample = compression.sample_tensors(tensors, 2)  # the 12 MB embedding alone would be six times the budget
+    assert list(sample) == ["b", "c"]
+    assert sum(t.numel() for t in sample.values()) * 4 <= 2e6
 
 
 def test_the_histogram_plot_draws_both_streams(monkeypatch):

@@ -79,3 +79,33 @@ def test_the_lectures_table():
     rows = seed_ladder_table()
     assert rows[0]["tokens/s"] == "12,526" and rows[-1]["tokens/s"] == "112,046"
     assert rows[-1]["x baseline"] == "8.95"
+
+
+def test_the_sdpa_row_names_the_kernel_pytorch_picks(monkeypatch):
+    import course_utils.speed as speed
+
+    assert speed.sdpa_kernel(CPU, torch.float32, 2, 16, 16) == "PyTorch's fused flash-style CPU kernel"
+    rows = {r.name: r for r in run_ladder(TINY, 2, 16, steps=1, warmup=0, progress=False)}
+    assert rows["+ SDPA attention"].change == "F.scaled_dot_product_attention: PyTorch's fused flash-style CPU kernel here"
+    # On a T4 (compute capability 7.5) PyTorch picks the memory-efficient kernel: FlashAttention needs Ampere.
+    assert speed.kernel_in_words("EFFICIENT_ATTENTION", "cuda").startswith("memory-efficient attention (not Flash")
+    assert speed.kernel_in_words("FLASH_ATTENTION", "cuda") == "FlashAttention"
+    assert speed.kernel_in_words("MATH", "cuda").startswith("the unfused math path")
+    monkeypatch.delattr(torch, "_fused_sdp_choice")
+    assert speed.sdpa_kernel(CPU, torch.float32, 2, 16, 16) is None
+    assert "not reported" in speed.sdpa_note(TINY, 16, SpeedSettings(attention="sdpa"), CPU)
+
+
+def test_tf32_uses_the_fp32_precision_api_and_restores_it():
+    from course_utils.speed import tf32_matmuls
+
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has only the legacy allow_tf32 flags")
+    before = matmul.fp32_precision
+    with tf32_matmuls(True):
+        assert matmul.fp32_precision == "tf32"
+    assert matmul.fp32_precision == before
+    with tf32_matmuls(False):
+        assert matmul.fp32_precision == "ieee"
+    assert matmul.fp32_precision == before
