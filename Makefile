@@ -14,12 +14,14 @@ export TOKENIZERS_PARALLELISM := false
 # made small-model training several times slower in CPU time and wall time alike.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup run test test-fast lint lab data student constraints clean help
+.PHONY: setup run test test-fast test-colab gpu-check gpu-check-smoke lint lab data student constraints constraints-gpu clean help
 
 help:
 	@echo "make run      execute every solution notebook (papermill, tiny profile); summary in build/summary.md"
 	@echo "make test     ruff, then pytest: unit tests, release checks, data rebuild, notebooks (papermill + nbval)"
 	@echo "make test-fast  the same without the slow tests (no notebook execution, no data rebuild)"
+	@echo "make test-colab the colab profile rehearsed on the CPU: every notebook against hub stand-ins (build/colab/)"
+	@echo "make gpu-check  the GPU measurements on a CUDA machine, with its own torch (build/gpu/results.json)"
 	@echo "make lab      JupyterLab on the workbook"
 	@echo "make data     rebuild data/ from scratch (corpora, tokenizer, tiny checkpoints)"
 	@echo "make student  regenerate notebooks/ from solutions/"
@@ -48,6 +50,20 @@ test: lint
 test-fast: lint
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
 
+# The colab profile on this CPU: hub-shaped stand-ins in a temporary HF_HOME, every notebook on PROFILE="colab",
+# DEVICE="cpu", the smallest step counts. COLAB_ONLY="00 03" runs some notebooks only.
+test-colab: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m course_utils rehearse $(if $(COLAB_ONLY),--only $(COLAB_ONLY))
+
+# On a CUDA machine, with the torch already installed there (not .venv's CPU build): PYTHON=/path/to/python.
+# GPU_CHECK_ARGS="--wheels DIR/batch-01 --wheels DIR/batch-02" installs the wheels of scripts/gpu_wheels.sh first.
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The same measurements at their smallest size on the CPU: proves the script works (CI).
+gpu-check-smoke: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) scripts/gpu_check.py --smoke
+
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab
 
@@ -61,6 +77,10 @@ constraints: $(STAMP)
 	{ echo "# Exact versions CI installs (CPU only, Python 3.11). Regenerate with: make constraints"; \
 	  $(VENV)/bin/pip freeze --exclude-editable | grep -v '^-e' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | sort -f; \
 	} > $(CONSTRAINTS)
+
+# The GPU path's versions (Unsloth caps transformers, TRL, datasets): resolved against PyPI for CPython 3.12.
+constraints-gpu: $(STAMP)
+	$(PY) scripts/colab_gpu_constraints.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -273,26 +273,29 @@ def _layer_key(config: dict[str, Any]) -> str:
     return "n_layer" if "n_layer" in config else "num_hidden_layers"
 
 
-def standin_config(model: StandinModel) -> Any:
-    """The transformers config of the stand-in: the real values with the layer count cut to ``keep_layers``."""
+def standin_config(model: StandinModel, layers: int | None = None) -> Any:
+    """The transformers config of the stand-in: the real values with ``layers`` layers (default ``keep_layers``)."""
     from transformers import AutoConfig
 
+    layers = layers or model.keep_layers
     values = dict(model.config)
     values.pop("architectures")
-    values[_layer_key(values)] = model.keep_layers
+    values[_layer_key(values)] = layers
     if "max_window_layers" in values:  # Qwen2: sliding-window layers counted from the top, none used here
-        values["max_window_layers"] = model.keep_layers
+        values["max_window_layers"] = layers
     config = AutoConfig.for_model(values.pop("model_type"), **values)
     config.architectures = list(model.config["architectures"])
     return config
 
 
-def build_model_files(model: StandinModel, texts: Sequence[str], out: Path, *, seed: int = SEED) -> Path:
+def build_model_files(model: StandinModel, texts: Sequence[str], out: Path, *, seed: int = SEED,
+                      layers: int | None = None) -> Path:
     """Write the stand-in's files (config, generation config, random weights, tokenizer, model card) into ``out``."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    config = standin_config(model)
+    layers = layers or model.keep_layers
+    config = standin_config(model, layers)
     torch.manual_seed(seed)
     dtype = getattr(torch, model.dtype)
     weights = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -302,7 +305,7 @@ def build_model_files(model: StandinModel, texts: Sequence[str], out: Path, *, s
     build_tokenizer(model.tokenizer, texts).save_pretrained(out)
     (out / "README.md").write_text(
         f"# Stand-in for {model.hub_id}\n\nBuilt offline by `course_utils.hub_standins` for the colab rehearsal: "
-        f"the real config.json values ({model.source}) with {model.keep_layers} of its {model.real_layers} layers, "
+        f"the real config.json values ({model.source}) with {layers} of its {model.real_layers} layers, "
         f"random weights (seed {seed}) in {model.dtype}, and a {model.tokenizer.tokenizer_class} with the real "
         "special tokens and length whose merges were trained on the workbook's corpora. Not the real model.\n",
         encoding="utf-8")
@@ -446,8 +449,11 @@ class BuiltStandin:
 
 
 def build_standins(hf_home: str | Path, *, models: Sequence[str] | None = None,
-                   datasets: Sequence[str] | None = None, seed: int = SEED, verbose: bool = True) -> list[BuiltStandin]:
+                   datasets: Sequence[str] | None = None, seed: int = SEED, full_depth: bool = False,
+                   verbose: bool = True) -> list[BuiltStandin]:
     """Write the stand-ins (default: every hub id the colab profile names) into the HF cache at ``hf_home``.
+
+    Layers are cut to each model's ``keep_layers`` for a CPU; ``full_depth`` keeps all of them (for a GPU).
 
     Models go to ``hf_home/hub`` and datasets to ``hf_home/hub`` plus their Arrow cache in ``hf_home/datasets``,
     the folders ``HF_HOME=hf_home`` makes huggingface_hub and datasets use.
@@ -471,9 +477,11 @@ def build_standins(hf_home: str | Path, *, models: Sequence[str] | None = None,
     with tempfile.TemporaryDirectory(prefix="standin_") as scratch:
         for hub_id in models:
             model = STANDIN_MODELS[hub_id]
-            files = build_model_files(model, texts, Path(scratch) / hub_id, seed=seed)
+            layers = model.real_layers if full_depth else model.keep_layers
+            files = build_model_files(model, texts, Path(scratch) / hub_id, seed=seed, layers=layers)
             snapshot, revision = write_snapshot(hub_cache, "model", hub_id, files)
-            note = (f"{model.keep_layers} of {model.real_layers} layers kept (cut), random weights in {model.dtype}, "
+            depth = "all layers" if layers == model.real_layers else "cut"
+            note = (f"{layers} of {model.real_layers} layers kept ({depth}), random weights in {model.dtype}, "
                     f"{model.tokenizer.tokenizer_class} of {model.tokenizer.size:,} tokens")
             built.append(BuiltStandin(hub_id, "model", revision, snapshot, note))
         for hub_id in datasets:

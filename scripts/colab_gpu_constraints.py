@@ -18,7 +18,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +33,8 @@ SOURCE_ONLY = {"rouge-score": ["absl-py", "nltk", "numpy", "six"]}
 
 def requirements(pyproject: Path) -> tuple[list[str], list[str]]:
     """(what pip resolves, source-only packages) for the runtime dependencies plus the ``gpu`` extra."""
+    import tomllib  # Python 3.11+
+
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     wanted = list(project["dependencies"]) + list(project.get("optional-dependencies", {}).get("gpu", []))
     resolved, source_only = [], []
