@@ -185,7 +185,7 @@ def init_student_from_teacher(teacher: torch.nn.Module, num_layers: int | None =
         raise ValueError(f"num_layers={num_layers} disagrees with student_config.num_hidden_layers="
                          f"{student_config.num_hidden_layers}; pass one or the other")
     check_selectable(teacher.config, student_config)
-    student = AutoModelForCausalLM.from_config(student_config)
+    student = AutoModelForCausalLM.from_config(student_config, dtype=torch.float32)  # not the config's dtype (bf16 on the hub)
     keep = layers if layers is not None else teacher_layers_for_student(len(teacher_layers),
                                                                          student_config.num_hidden_layers)
     if len(keep) != student_config.num_hidden_layers:

@@ -54,11 +54,15 @@ def load_config(name: str) -> Any:
 
 
 def fresh_student(config: Any, seed: int) -> torch.nn.Module:
-    """A randomly initialised model of the given config; the same ``seed`` gives the same weights."""
+    """A randomly initialised fp32 model of the given config; the same ``seed`` gives the same weights.
+
+    fp32 whatever the config says: transformers 5 builds in the config's ``dtype``, which is bfloat16 for hub
+    checkpoints such as SmolLM2, and trained weights stay in fp32 (autocast does the 16-bit math).
+    """
     from transformers import AutoModelForCausalLM
 
     env.set_seed(seed)
-    return AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
 def config_parameters(config: Any) -> int:

@@ -61,6 +61,23 @@ def test_make_student_copies_spread_layers(setup):
     torch.testing.assert_close(cut.model.embed_tokens.weight, teacher.model.embed_tokens.weight[:, :16])
 
 
+def test_students_are_fp32_even_from_a_bfloat16_hub_config(setup):
+    """Hub configs say dtype bfloat16 (SmolLM2's does) and transformers 5 builds in it: students must not."""
+    teacher, student_config, _, val_loader, _ = setup
+    hub_like = _config(layers=2)
+    hub_like.dtype = torch.bfloat16
+    assert next(LlamaForCausalLM._from_config(hub_like).parameters()).dtype == torch.bfloat16  # what we guard against
+    assert {p.dtype for p in dx.fresh_student(hub_like, seed=0).parameters()} == {torch.float32}
+    narrow = dx.narrower_config(hub_like)
+    feature_loss = distill.HiddenStateDistiller([0, 3], narrow.hidden_size, teacher.config.hidden_size)
+    inputs, _ = next(iter(val_loader))
+    student_hidden = dx.fresh_student(narrow, seed=0)(inputs, output_hidden_states=True).hidden_states
+    teacher_hidden = teacher(inputs, output_hidden_states=True).hidden_states
+    assert feature_loss(student_hidden, teacher_hidden).dtype == torch.float32  # notebook 04's cell, on Colab
+    copied = dx.copied_student(teacher, narrow, [0, 3])
+    assert {p.dtype for p in copied.parameters()} == {torch.float32}
+
+
 def test_compare_reports_ties(setup):
     teacher, student_config, train_loader, val_loader, tokens = setup
 
