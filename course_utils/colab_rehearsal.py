@@ -25,7 +25,8 @@ REHEARSAL_PARAMETERS: dict[str, dict[str, Any]] = {
     "00": {},
     "01": {"COMPRESS_MAX_MB": 2, "BENCHMARK_REPEATS": 2, "BENCHMARK_MB": 4},
     "02": {"KV_NEW_TOKENS": 24, "KV_REPEATS": 1},
-    "03": {"TRAIN_STEPS": 2, "BATCH_SIZE": 2, "EVAL_BATCHES": 1, "OVERFIT_STEPS": 4,  # one evaluation every 4 steps
+    "03": {"TRAIN_STEPS": 2, "BATCH_SIZE": 2, "EVAL_BATCHES": 1, "OVERFIT_TOKENS": 600,
+           "OVERFIT_STEPS": 4,  # one evaluation every 4 steps
            "LADDER_STEPS": 1, "LADDER_BATCH": 1, "LADDER_LENGTH": 64,
            "DDP_STEPS": 5},  # the DDP script evaluates every 5 steps: fewer gives nothing to compare
     "04": {"TRAIN_STORIES": 40, "VAL_STORIES": 8, "BATCH_SIZE": 2, "STEPS": 2, "BLACKBOX_PROMPTS": 4,

@@ -1,4 +1,4 @@
-"""The command line: python -m course_utils {release,run,report,data}."""
+"""The command line: python -m course_utils {release,run,report,data,hub-standins,rehearse}."""
 
 from __future__ import annotations
 
@@ -111,3 +111,29 @@ def test_data_command_rebuilds_through_build_all(monkeypatch):
     monkeypatch.setattr("course_utils.data_build.build_all", lambda: calls.append("built"))
     assert main(["data"]) == 0
     assert calls == ["built"]
+
+
+def test_hub_standins_passes_the_selection_and_names_an_unknown_id(monkeypatch, tmp_path, capsys):
+    seen = {}
+    monkeypatch.setattr("course_utils.hub_standins.build_standins", lambda home, **kw: seen.update(home=home, **kw))
+    assert main(["hub-standins", str(tmp_path), "--model", "openai-community/gpt2", "--dataset", "x/y"]) == 0
+    assert seen == {"home": tmp_path, "models": ["openai-community/gpt2"], "datasets": ["x/y"]}
+    assert f"HF_HOME={tmp_path} HF_HUB_OFFLINE=1" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert main(["hub-standins", str(tmp_path), "--model", "org/unknown"]) == 2  # the real builder refuses it
+    assert "No stand-in is defined for org/unknown" in capsys.readouterr().err
+
+
+def test_rehearse_runs_the_selection_and_fails_with_a_failing_notebook(repo, monkeypatch):
+    from course_utils.runner import RunResult
+
+    seen = {}
+
+    def fake_rehearse(notebooks, **kwargs):
+        seen.update(notebooks=[nb.name for nb in notebooks], **kwargs)
+        return [RunResult(nb, "failed", 1.0) for nb in notebooks]
+
+    monkeypatch.setattr("course_utils.colab_rehearsal.rehearse", fake_rehearse)
+    assert main(["rehearse", "--only", "01", "--cell-timeout", "60"]) == 1
+    assert seen == {"notebooks": ["01_example.ipynb"], "hf_home": None, "cell_timeout": 60}
+    assert main(["rehearse", "--only", "07"]) == 2
