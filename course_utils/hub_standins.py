@@ -160,15 +160,13 @@ def build_tokenizer(spec: TokenizerSpec, texts: Iterable[str]):
     from tokenizers import AddedToken
 
     trained, merges = _trained_bpe(spec.pre_tokenizer, texts)
-    special_ids = dict(spec.specials)
-    regular = spec.size - len(special_ids)
+    special_at = {token_id: token for token, token_id in spec.specials}
+    regular = spec.size - len(special_at)
     if len(trained) > regular:
         raise ValueError(f"{len(trained)} trained tokens do not fit the {regular} regular slots of {spec.tokenizer_class}")
     queue = iter(trained + [FILLER.format(i) for i in range(regular - len(trained))])
-    vocab: dict[str, int] = {}
-    for token_id in range(spec.size):  # special tokens at their real ids, regular ones fill every other slot
-        token = next((t for t, i in special_ids.items() if i == token_id), None) or next(queue)
-        vocab[token] = token_id
+    # Special tokens at their real ids, regular ones (trained, then placeholders) in every other slot.
+    vocab = {special_at.get(token_id) or next(queue): token_id for token_id in range(spec.size)}
     tokenizer = _tokenizer_class(spec.tokenizer_class)(vocab=vocab, merges=merges, **_roles(spec))
     normalizer, pre_tokenizer = _pipeline(spec.pre_tokenizer)  # the class may rebuild its own: keep the real one
     backend = tokenizer.backend_tokenizer
@@ -199,11 +197,12 @@ def _roles(spec: TokenizerSpec) -> dict[str, Any]:
 
 
 def _check_tokenizer(tokenizer: Any, spec: TokenizerSpec) -> None:
+    """Fail loudly if a library change moved a special token or changed the length the config relies on."""
     if len(tokenizer) != spec.size:
-        raise AssertionError(f"stand-in {spec.tokenizer_class} has {len(tokenizer)} tokens, the real one {spec.size}")
+        raise RuntimeError(f"stand-in {spec.tokenizer_class} has {len(tokenizer)} tokens, the real one {spec.size}")
     for token, token_id in spec.specials:
         if tokenizer.convert_tokens_to_ids(token) != token_id:
-            raise AssertionError(f"{token} has id {tokenizer.convert_tokens_to_ids(token)}, the real one {token_id}")
+            raise RuntimeError(f"{token} has id {tokenizer.convert_tokens_to_ids(token)}, the real one {token_id}")
 
 
 # ------------------------------------------------------------------------------------------------------ models
