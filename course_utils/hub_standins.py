@@ -223,8 +223,12 @@ class StandinModel:
         return int(self.config.get("num_hidden_layers", self.config.get("n_layer")))
 
 
-_LLAMA_COMMON = {"attention_bias": False, "attention_dropout": 0.0, "hidden_act": "silu", "mlp_bias": False,
-                 "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None, "use_cache": True}
+# What both SmolLM2 sizes' config.json files share: Llama blocks, head size 64, SmolLM2's vocabulary, 8k context.
+_SMOLLM2 = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False,
+            "attention_dropout": 0.0, "hidden_act": "silu", "mlp_bias": False, "pretraining_tp": 1,
+            "rms_norm_eps": 1e-05, "rope_scaling": None, "use_cache": True, "head_dim": 64, "vocab_size": 49152,
+            "max_position_embeddings": 8192, "rope_theta": 100000.0, "tie_word_embeddings": True,
+            "bos_token_id": 0, "eos_token_id": 0}
 
 STANDIN_MODELS: dict[str, StandinModel] = {m.hub_id: m for m in (
     StandinModel(
@@ -237,20 +241,15 @@ STANDIN_MODELS: dict[str, StandinModel] = {m.hub_id: m for m in (
         GPT2_TOKENIZER, {"bos_token_id": 50256, "eos_token_id": 50256}, "float32", 2),
     StandinModel(
         "HuggingFaceTB/SmolLM2-135M",
-        {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **_LLAMA_COMMON, "hidden_size": 576,
-         "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
-         "head_dim": 64, "vocab_size": 49152, "max_position_embeddings": 8192, "rope_theta": 100000.0,
-         "initializer_range": 0.041666666666666664, "tie_word_embeddings": True, "bos_token_id": 0,
-         "eos_token_id": 0},
+        {**_SMOLLM2, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+         "num_attention_heads": 9, "num_key_value_heads": 3, "initializer_range": 0.041666666666666664},
         "config.json of HuggingFaceTB/SmolLM2-135M on the Hub (as recalled; the sizes match course_utils.model_specs "
         "and the Llama module printout stored in public READMEs the search tool holds)",
         SMOLLM2_TOKENIZER, {"bos_token_id": 0, "eos_token_id": 0}, "bfloat16", 2),
     StandinModel(
         "HuggingFaceTB/SmolLM2-360M",
-        {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **_LLAMA_COMMON, "hidden_size": 960,
-         "intermediate_size": 2560, "num_hidden_layers": 32, "num_attention_heads": 15, "num_key_value_heads": 5,
-         "head_dim": 64, "vocab_size": 49152, "max_position_embeddings": 8192, "rope_theta": 100000.0,
-         "initializer_range": 0.02, "tie_word_embeddings": True, "bos_token_id": 0, "eos_token_id": 0},
+        {**_SMOLLM2, "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+         "num_attention_heads": 15, "num_key_value_heads": 5, "initializer_range": 0.02},
         "config.json of HuggingFaceTB/SmolLM2-360M on the Hub (as recalled; sizes as in course_utils.model_specs)",
         SMOLLM2_TOKENIZER, {"bos_token_id": 0, "eos_token_id": 0}, "bfloat16", 3),
     StandinModel(
