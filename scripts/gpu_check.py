@@ -156,7 +156,8 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
                                     seed=spec["seed"])
     result = finetune.train(model, tokenizer, train_data, settings, eval_data=held_out, progress=False)
     peak = result.peak
-    return {"status": f"measured on {spec['device']}", "backend": model.course_backend,
+    base = "4-bit NF4" if finetune.is_quantized(model) else str(finetune.base_dtype(model)).replace("torch.", "")
+    return {"status": f"measured on {spec['device']}, base in {base}", "backend": model.course_backend,
             "seconds per step": result.seconds_per_step, "peak MiB": peak.peak_bytes / 2**20 if peak else None,
             "peak measured as": peak.method if peak else None, "held-out loss": result.eval_loss,
             "trainable parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -182,7 +183,7 @@ def finetune_comparisons(mode: str, device: str, hf_home: Path) -> tuple[dict[st
 
     size, model = SIZES[mode], FINETUNE_MODEL[mode]
     common = {"model": model, "steps": size["ft_steps"], "batch": size["ft_batch"], "seed": 0, "device": device}
-    lora = run_worker({**common, "run": "LoRA, 16-bit base", "backend": "peft", "load_in_4bit": False}, hf_home)
+    lora = run_worker({**common, "run": "LoRA, unquantized base", "backend": "peft", "load_in_4bit": False}, hf_home)
     qlora = run_worker({**common, "run": "QLoRA, NF4 + double quantization", "backend": "peft", "load_in_4bit": True},
                        hf_home)
     if device == "cpu":
