@@ -1,5 +1,6 @@
 # llm-workbook: `make run` executes every notebook on the tiny profile, `make test` lints and tests.
 # Both create .venv and install what they need the first time (CPU-only, pinned by constraints/ci-cpu.txt).
+# They need Python 3.11 or newer: `make PYTHON=python3.12 setup` picks another interpreter.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,11 +27,21 @@ help:
 
 setup: $(STAMP)
 
+# The same words for an interpreter that is too old, whether it is $(PYTHON) or the one inside an old .venv.
+OLD_PYTHON = echo "llm-workbook needs Python 3.11 or newer (transformers 5, numpy 2.4 and pandas 3 do); $(1) is \
+$$($(1) -c 'import platform; print(platform.python_version())' 2>/dev/null || echo missing). On macOS /usr/bin/python3 is 3.9: \
+install 3.12 (python.org, \`brew install python@3.12\` or \`uv python install 3.12\`) and run \
+\`make PYTHON=python3.12 setup\`$(2)." >&2; exit 1
+NEW_ENOUGH = -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+
 $(STAMP): pyproject.toml $(CONSTRAINTS)
+	@$(PYTHON) $(NEW_ENOUGH) 2>/dev/null || { $(call OLD_PYTHON,$(PYTHON),); }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) $(NEW_ENOUGH) || { $(call OLD_PYTHON,$(PY), after removing the old $(VENV) (rm -rf $(VENV))); }
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: an unpinned torch would pull gigabytes of CUDA packages.
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+	# torch first and pinned, as a CPU build where PyTorch's CPU index answers (see course_utils/install_torch.py):
+	# from PyPI, Linux torch is a CUDA build of several GB.
+	$(PY) -m course_utils.install_torch --constraints $(CONSTRAINTS)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
@@ -49,6 +60,7 @@ test-fast: lint
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
 
 lab: $(STAMP)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,lab]'
 	$(VENV)/bin/jupyter lab
 
 data: $(STAMP)
