@@ -15,12 +15,13 @@ export TOKENIZERS_PARALLELISM := false
 # made small-model training several times slower in CPU time and wall time alike.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup run test test-fast lint lab data student constraints clean help
+.PHONY: setup run test test-fast test-other-cpu lint lab data student constraints clean help
 
 help:
 	@echo "make run      execute every solution notebook (papermill, tiny profile); summary in build/summary.md"
 	@echo "make test     ruff, then pytest: unit tests, release checks, data rebuild, notebooks (papermill + nbval)"
 	@echo "make test-fast  the same without the slow tests (no notebook execution, no data rebuild)"
+	@echo "make test-other-cpu  make test as a CPU without AVX-512 BF16 runs it (torch's AVX2 kernels, bitsandbytes' generic one)"
 	@echo "make lab      JupyterLab on the workbook"
 	@echo "make data     rebuild data/ from scratch (corpora, tokenizer, tiny checkpoints)"
 	@echo "make student  regenerate notebooks/ from solutions/"
@@ -53,11 +54,18 @@ lint: $(STAMP)
 
 # One math thread per pytest worker: two workers with two OpenMP threads each on two cores spin against each other
 # (measured: a notebook took 6x the CPU time), and every notebook kernel inherits the setting.
+PYTEST_ALL = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax tests solutions
 test: lint
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax tests solutions
+	$(PYTEST_ALL)
 
 test-fast: lint
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
+
+# The other CPU branches, on this machine: torch's AVX2 kernels (x86; elsewhere its plain ones) and bitsandbytes'
+# generic 4-bit kernel, which CPUs without AVX-512 BF16 run. On such a CPU, `make test` itself covers them.
+OTHER_CPU_CAPABILITY := $(if $(filter x86_64 amd64,$(shell uname -m)),avx2,default)
+test-other-cpu: lint
+	PYTHONPATH=$(CURDIR)/tests/probes/other_cpu ATEN_CPU_CAPABILITY=$(OTHER_CPU_CAPABILITY) $(PYTEST_ALL)
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,lab]'
