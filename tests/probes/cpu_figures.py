@@ -3,6 +3,7 @@ with other ATEN_CPU_CAPABILITY, thread and bitsandbytes-kernel settings than the
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ def main() -> None:
     from course_utils import quant, sources  # first: it quiets bitsandbytes' import-time warning
     from course_utils.gpt import GPT, GPTConfig
 
-    import bitsandbytes.nn.modules as bnb_modules
+    bnb_modules = importlib.import_module("bitsandbytes.nn.modules")
 
     if os.environ.get("PROBE_BNB_KERNEL") == "generic":  # what a CPU without AVX-512 BF16 runs
         bnb_modules.has_avx512bf16 = lambda: False
