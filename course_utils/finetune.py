@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import tempfile
 import threading
 import time
@@ -790,12 +789,7 @@ def adapter_config(folder: str | Path) -> dict[str, Any]:
     return json.loads((Path(folder) / "adapter_config.json").read_text())
 
 
-def display_path(path: str | os.PathLike[str]) -> str:
-    """A path relative to the workbook when it is inside it (as printed in notebooks), else unchanged."""
-    try:
-        return str(Path(path).resolve().relative_to(paths.REPO_ROOT))
-    except ValueError:
-        return str(path)
+display_path = paths.display_path  # notebooks 05 and 06 print their folders with finetune.display_path
 
 
 def load_adapter(base: Any, folder: str | Path, *, device: torch.device | str | None = None,
