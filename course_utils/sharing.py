@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from course_utils import hub
+from course_utils.course_documents import EXAM_NOTES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -122,7 +123,7 @@ FILE_ROLES: dict[str, str] = {
     "README.md": "the model card",
 }
 
-# The fields seed 000 shows for Llama-2-7B, explained.
+# The fields the exam-question notes show for Llama-2-7B, explained.
 CONFIG_NOTES: dict[str, str] = {
     "architectures": "the class from_pretrained builds",
     "model_type": "the family: picks the config class and modeling code",
@@ -152,13 +153,13 @@ GENERATION_NOTES: dict[str, str] = {
     "eos_token_id": "generation stops at this token",
     "pad_token_id": "token used to pad batches",
 }
-# Values that seed 000 prints for meta-llama/Llama-2-7b-hf; the sizes also sit in model_specs.
-LLAMA2_SEED_VALUES: dict[str, Any] = {
+# Values that the exam-question notes print for meta-llama/Llama-2-7b-hf; the sizes also sit in model_specs.
+LLAMA2_DOCUMENTED_VALUES: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"], "head_dim": 128, "rms_norm_eps": 1e-05, "dtype": "float16",
     "rope_parameters": {"rope_theta": 10000, "rope_type": "default"}, "bos_token_id": 1, "eos_token_id": 2,
     "transformers_version": "5.2.0",
 }
-LLAMA2_SEED_GENERATION: dict[str, Any] = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_length": 4096,
+LLAMA2_DOCUMENTED_GENERATION: dict[str, Any] = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_length": 4096,
                                           "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 
 
@@ -187,11 +188,11 @@ def config_table(folder: str | os.PathLike[str], filename: str = "config.json") 
 
     ours = json.loads((Path(folder) / filename).read_text())
     if filename == "generation_config.json":
-        notes, llama = GENERATION_NOTES, LLAMA2_SEED_GENERATION
+        notes, llama = GENERATION_NOTES, LLAMA2_DOCUMENTED_GENERATION
     else:
-        notes, llama = CONFIG_NOTES, {**model_specs.get_spec("Llama-2-7B").config, **LLAMA2_SEED_VALUES}
+        notes, llama = CONFIG_NOTES, {**model_specs.get_spec("Llama-2-7B").config, **LLAMA2_DOCUMENTED_VALUES}
     return [{"field": key, "this model": _short(ours[key]) if key in ours else "-",
-             "Llama-2-7B (seed 000)": _short(llama[key]) if key in llama else "-", "meaning": note}
+             f"Llama-2-7B ({EXAM_NOTES})": _short(llama[key]) if key in llama else "-", "meaning": note}
             for key, note in notes.items() if key in ours or key in llama]
 
 

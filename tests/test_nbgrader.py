@@ -19,7 +19,12 @@ from test_grading import ANSWERS, INITIALS_WRONG, SQUARES_NOT_EMPTY, _student, _
 
 from course_utils import paths
 from course_utils.grading import grade_submissions
-from course_utils.release import make_student_notebook, read_notebook, solution_notebooks, without_nbval_markers
+from course_utils.release import (
+    make_student_notebook,
+    read_notebook,
+    solution_notebooks,
+    without_nbval_markers,
+)
 
 nbgrader = pytest.importorskip("nbgrader", reason="nbgrader is not installed (pip install nbgrader)")
 

@@ -19,10 +19,10 @@ def test_folder_table_explains_every_model_file():
 
 def test_config_tables_put_llama2_beside_the_tiny_model():
     rows = {r["field"]: r for r in sharing.config_table(TINY)}
-    assert rows["hidden_size"]["this model"] == "128" and rows["hidden_size"]["Llama-2-7B (seed 000)"] == "4096"
-    assert rows["num_key_value_heads"]["Llama-2-7B (seed 000)"] == "32"
+    assert rows["hidden_size"]["this model"] == "128" and rows["hidden_size"]["Llama-2-7B (exam-question notes)"] == "4096"
+    assert rows["num_key_value_heads"]["Llama-2-7B (exam-question notes)"] == "32"
     generation = {r["field"]: r for r in sharing.config_table(TINY, "generation_config.json")}
-    assert generation["temperature"]["Llama-2-7B (seed 000)"] == "0.6"
+    assert generation["temperature"]["Llama-2-7B (exam-question notes)"] == "0.6"
     assert generation["top_p"]["this model"] == "-"
 
 

@@ -117,3 +117,14 @@ def test_stored_outputs_of_the_solution_notebooks_are_clean(path):
     problems = stored_outputs.output_problems(read_notebook(path))
     assert not problems, (f"{path.name}: re-execute it with `python -m course_utils run --only {path.name[:2]} "
                           "--update-solutions`, or fix the cell:\n" + "\n".join(problems))
+
+
+def test_a_table_renders_as_markdown_in_a_notebook_and_prints_as_plain_text():
+    from IPython.core.formatters import DisplayFormatter
+
+    from course_utils.tables import markdown_table
+
+    table = markdown_table(["model", "parameters"], [["tiny", 942720]])
+    data, _ = DisplayFormatter().format(table)
+    assert data == {"text/plain": str(table), "text/markdown": str(table)}  # nbval compares the plain form
+    assert str(table).splitlines()[2] == "| tiny  |    942,720 |"
