@@ -366,9 +366,10 @@ def load_config(source: str | Path, *, trust_remote_code: bool = False) -> Any:
     config = read_config(source)
     known = config.get("model_type") in known_model_types()
     if not known and not (trust_remote_code and config.get("auto_map")):
+        where = f"config.json of {display_path(source)}"
         raise UnknownArchitectureError(_unknown_message(config.get("model_type"),
                                                         tuple(config.get("architectures") or ()),
-                                                        config.get("auto_map"), f"config.json of {display_path(source)}"))
+                                                        config.get("auto_map"), where))
     validate_head_counts(config)  # before transformers' own, terser validation
     return AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -200,10 +201,24 @@ def config_table(folder: str | os.PathLike[str], filename: str = "config.json") 
 # Where the code comes from
 
 
-def describe_error(exc: BaseException, limit: int = 220) -> str:
-    """The first line of an error, shortened: enough to read what went wrong."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:limit]}" + ("..." if len(first) > limit else "")
+def describe_error(exc: BaseException, limit: int = 300, *, hide: str | os.PathLike[str] | None = None) -> str:
+    """An error's first line, shortened to whole sentences (about ``limit`` characters): enough to read what went
+    wrong. ``hide``, a temporary folder, is shown as ``<folder>``."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if hide is not None:
+        first = first.replace(str(hide), "<folder>")
+    if len(first) <= limit:
+        return f"{type(exc).__name__}: {first}"
+    sentences = re.split(r"(?<=[.!?])\s+", first)
+    kept = sentences[0]
+    for sentence in sentences[1:]:
+        if len(kept) + 1 + len(sentence) > limit:
+            break
+        kept += " " + sentence
+    if len(kept) > limit:  # one long sentence: cut it between words
+        kept = kept[:limit].rsplit(" ", 1)[0]
+    return f"{type(exc).__name__}: {kept} [...]"
 
 
 def _copy_folder_with_config(folder: Path, target: Path, **changes: Any) -> Path:
@@ -224,7 +239,7 @@ def try_unknown_architecture(folder: str | os.PathLike[str]) -> str:
         try:
             AutoModelForCausalLM.from_pretrained(copy)
         except (ValueError, KeyError, OSError) as exc:
-            return describe_error(exc).replace(str(copy), "<folder>")
+            return describe_error(exc, hide=copy)
     return "loaded (unexpected: this transformers knows the architecture)"
 
 
@@ -244,7 +259,7 @@ def try_remote_code_without_trust(folder: str | os.PathLike[str]) -> str:
         try:
             AutoModelForCausalLM.from_pretrained(copy, trust_remote_code=False)
         except (ValueError, OSError, RuntimeError) as exc:
-            return describe_error(exc).replace(str(copy), "<folder>")
+            return describe_error(exc, hide=copy)
     return "loaded (unexpected: the custom code was ignored)"
 
 
@@ -257,7 +272,7 @@ def try_weights_only(folder: str | os.PathLike[str]) -> str:
         try:
             AutoModelForCausalLM.from_pretrained(tmp)
         except (ValueError, OSError) as exc:
-            return describe_error(exc).replace(tmp, "<folder>")
+            return describe_error(exc, hide=tmp)
     return "loaded (unexpected)"
 
 

@@ -162,6 +162,19 @@ class DraftComparison:
         draft_passes_per_round = self.assisted.draft_calls / self.assisted.target_calls
         return self.assisted.tokens_per_target_call / (1 + draft_passes_per_round * draft_cost)
 
+    def summary(self, draft_cost: float) -> str:
+        """What the counts and clocks say, in four lines; ``draft_cost`` is a draft pass as a share of a target
+        pass (e.g. the target's tokens/s alone over the draft's)."""
+        run = self.assisted
+        return "\n".join([
+            f"Same tokens with the draft as without: {'yes' if self.identical else 'NO'}.",
+            f"The draft proposed {run.draft_calls} tokens and the target kept {run.accepted} ({run.acceptance_rate:.0%}):"
+            f" {run.tokens_per_target_call:.2f} new tokens per target pass instead of 1.",
+            f"Speed with the draft: {self.speedup:.2f}x the target's own ({run.tokens_per_s:,.0f} against "
+            f"{self.alone.tokens_per_s:,.0f} tokens/s).",
+            f"If a target pass over a round's tokens cost what a pass over one token costs, and a draft pass "
+            f"{draft_cost:.0%} of a target pass, these counts would give {self.expected_speedup(draft_cost):.2f}x."])
+
     def rows(self) -> list[dict[str, Any]]:
         """The two runs as table rows."""
         rows = []

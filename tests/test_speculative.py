@@ -54,6 +54,11 @@ def test_expected_speedup_from_the_counts():
     # 4 tokens per round for 1 target pass + 3 draft passes: free drafts give 4x, drafts at half a pass 1.6x
     assert comparison.expected_speedup(0.0) == 4.0 and comparison.expected_speedup(0.5) == pytest.approx(1.6)
     assert run.acceptance_rate == 1.0
+    lines = comparison.summary(0.5).splitlines()
+    assert lines[1] == ("The draft proposed 48 tokens and the target kept 48 (100%): "
+                        "4.00 new tokens per target pass instead of 1.")
+    assert lines[2].startswith("Speed with the draft: 2.00x")
+    assert lines[3].endswith("50% of a target pass, these counts would give 1.60x.")
 
 
 def test_a_batch_is_refused_with_what_to_do(pair):
