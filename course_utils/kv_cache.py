@@ -147,8 +147,8 @@ class CacheComparison:
                                 ("with the cache", "ms/token with cache", self.with_cache)):
             fixed, per_token = self.per_token_fit(run)
             lines.append(f"{label}: {first[key]} ms per token at length {first['sequence length']}, {last[key]} ms at "
-                         f"{last['sequence length']}; fitted line: {fixed * 1e3:.2f} ms + {per_token * 1e6:.1f} us per "
-                         f"token of context")
+                         f"{last['sequence length']}; fitted line: {fixed * 1e3:.2f} ms {'-' if per_token < 0 else '+'} "
+                         f"{abs(per_token) * 1e6:.1f} us per token of context")
         speedups = [float(row["speed-up"].rstrip("x")) for row in rows]
         rising = all(b >= a for a, b in zip(speedups, speedups[1:]))
         lines.append(f"speed-up by row: {', '.join(row['speed-up'] for row in rows)}: "

@@ -91,7 +91,9 @@ def test_trend_is_written_from_the_measured_steps():
     without, with_cache, speedups = comparison.trend([10, 20, 40]).splitlines()
     assert without == ("without the cache: 4.30 ms per token at length 20, 10.30 ms at 50; fitted line: 1.00 ms + "
                        "200.0 us per token of context")
-    assert with_cache.startswith("with the cache: 1.00 ms per token at length 20") and "+ 0.0 us" in with_cache
+    assert with_cache.startswith("with the cache: 1.00 ms per token at length 20") and "1.00 ms + 0.0 us" in with_cache
     assert speedups == "speed-up by row: 4.3x, 6.3x, 10.3x: it rises at every row"
     bumpy = kv_cache.CacheComparison(cached, _run(10, [50.0] + [1 + 0.2 * n - (5 if n > 40 else 0) for n in lengths]))
     assert bumpy.trend([10, 20, 40]).endswith("it does not rise at every row")
+    falling = kv_cache.CacheComparison(_run(10, [50.0] + [2 - 0.01 * n for n in lengths]), plain)
+    assert "fitted line: 2.00 ms - 10.0 us per token" in falling.trend([10, 20, 40]).splitlines()[1]
