@@ -171,9 +171,11 @@ def _colab_run(nb):
     return nb
 
 
-def test_outputs_counts_and_colab_metadata_are_cleared():
+def test_outputs_counts_and_colab_run_state_are_cleared_but_the_gpu_runtime_is_kept():
     student = make_student_notebook(_colab_run(example_solution()))
-    assert set(student.metadata) == {"kernelspec", "language_info"}
+    assert set(student.metadata) == {"kernelspec", "language_info", "accelerator", "colab"}
+    assert student.metadata["accelerator"] == "GPU"
+    assert student.metadata["colab"] == {"gpuType": "T4", "provenance": []}  # no gpuClass, no provenance of a run
     assert "version" not in student.metadata["language_info"]
     for cell in student.cells:
         assert not {"colab", "id", "executionInfo", "outputId", "papermill", "execution"} & set(cell.metadata)
@@ -259,7 +261,8 @@ def test_setup_cell_clones_and_installs_on_colab(monkeypatch):
     assert (
         f"https://github.com/{settings['github_repo']}.git" in clone and clone[-1] == "/content/llm-workbook"
     )
-    assert install == [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/llm-workbook"]
+    assert install == [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab_torch.txt",
+                       "-e", "/content/llm-workbook"]
     assert chdir == ["chdir", "/content/llm-workbook"]
 
 
@@ -519,3 +522,26 @@ def test_no_solution_text_leaks_into_notebooks(path):
 def test_a_notebook_without_exercises_is_valid():
     nb = notebook([*header_cells("07_other.ipynb"), code("x = 1")])
     assert validate_solution_notebook(nb, Path("07_other.ipynb")) == []
+
+
+@pytest.mark.parametrize("folder", ["solutions", "notebooks"])
+def test_every_notebook_opens_on_a_colab_gpu_and_keeps_colabs_torch(folder, monkeypatch):
+    from course_utils import paths
+
+    names = [p.name for p in solution_notebooks()]
+    for name in names:
+        nb = read_notebook(paths.REPO_ROOT / folder / name)
+        assert nb.metadata.get("accelerator") == "GPU" and nb.metadata["colab"]["gpuType"], name
+        setup = nb.cells[1].source
+        calls = _run_setup(setup, monkeypatch, on_colab=True)
+        install = next(call for call in calls if call[:4] == [sys.executable, "-m", "pip", "install"])
+        assert install[install.index("-c") + 1] == "/tmp/keep_colab_torch.txt", name
+        pins = Path("/tmp/keep_colab_torch.txt").read_text().split()
+        assert any(pin.startswith("torch==") for pin in pins), (name, pins)
+
+
+def test_a_notebook_without_the_gpu_runtime_is_refused():
+    solution = example_solution()
+    for key in ("accelerator", "colab"):
+        solution.metadata.pop(key, None)
+    assert any("CPU runtime" in p for p in validate_solution_notebook(solution, "01_example.ipynb"))
