@@ -36,6 +36,9 @@ COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 _NEAR_MARKER = re.compile(r"^\s*#+\s*(BEGIN|END)\s+(SOLUTION|HIDDEN\s+TESTS?)\b", re.IGNORECASE)
 _COLAB_SOLUTIONS_LINK = re.compile(r"(https://colab\.research\.google\.com/github/[^\s)\"'<>]*?)/solutions/")
 _HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+# nbval's comment markers (# NBVAL_CHECK_OUTPUT, # NBVAL_SKIP, ...) tell the test run what to compare; to a student
+# they mean nothing, so the release drops them.
+_NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_[A-Z_]+[ \t]*$")
 _EXTRAS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # Metadata that only describes one run or one editor (Colab, papermill, Jupyter timings): never released.
@@ -226,6 +229,11 @@ def student_source(source: str, cell_type: str = "code") -> str:
     return "\n".join(out)
 
 
+def without_nbval_markers(source: str) -> str:
+    """``source`` without nbval's marker comments (lines such as ``# NBVAL_CHECK_OUTPUT``)."""
+    return "\n".join(line for line in source.split("\n") if not _NBVAL_MARKER.match(line))
+
+
 def visible_source(source: str) -> str:
     """``source`` without its hidden-test regions (solution regions are left alone)."""
     regions = [region for region in find_regions(source) if region.kind == "hidden"]
@@ -268,6 +276,7 @@ def make_student_notebook(nb: NotebookNode) -> NotebookNode:
         for key in _CELL_METADATA_DROPPED:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
+            cell.source = without_nbval_markers(cell.source)
             cell.outputs = []
             cell.execution_count = None
             meta = nbgrader_meta(cell)

@@ -37,6 +37,7 @@ from course_utils.release import (
     solution_notebooks,
     student_source,
     validate_solution_notebook,
+    without_nbval_markers,
 )
 
 REAL_SOLUTIONS = solution_notebooks(paths.solutions_dir())
@@ -211,6 +212,17 @@ def test_hidden_tests_and_solution_are_gone_from_the_student_notebook():
     assert "spaced   out" not in text
     assert "BEGIN" not in text and "END SOLUTION" not in text
     assert 'checks.passed(\\"word_count counts words\\")' in text
+
+
+def test_nbval_markers_are_left_out_of_the_student_notebook():
+    solution = example_solution()
+    marked = next(cell for cell in solution.cells if "NBVAL_CHECK_OUTPUT" in cell.source)
+    student = make_student_notebook(solution)
+    released = next(cell for cell in student.cells if cell.id == marked.id)
+    assert "NBVAL" not in notebook_text(student)
+    assert released.source == marked.source.replace("# NBVAL_CHECK_OUTPUT\n", "")
+    assert without_nbval_markers("x = 1  # NBVAL_CHECK_OUTPUT is only a marker alone on its line") == (
+        "x = 1  # NBVAL_CHECK_OUTPUT is only a marker alone on its line")
 
 
 def test_make_student_notebook_is_pure_and_deterministic():
