@@ -80,9 +80,16 @@ def init_distributed(device: str | None = None) -> DistContext:
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=dev, backend=backend)
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group (safe to call when there is none)."""
+def shutdown_distributed(*, wait: bool = True) -> None:
+    """Leave the process group (safe to call when there is none); with ``wait``, once every rank has got here.
+
+    A rank that destroys a gloo group while a peer still uses its connections can abort that peer ("terminate
+    called without an active exception"): it happened when rank 1 left while rank 0 was writing the results.
+    After an error there is no waiting, since the other ranks may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -228,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.prepare_tokens}: {len(train_ids):,} training and {len(val_ids):,} validation tokens")
         return 0
     ctx = init_distributed(args.device)
+    finished = False
     try:
         train_ids, val_ids, vocab = _load_tokens(args)
         model_cfg = GPTConfig(vocab_size=vocab, context_length=args.seq_len, n_embd=args.n_embd,
@@ -255,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 from course_utils.sources import load_tokenizer
 
                 save_hf(model, args.save, load_tokenizer(args.tokenizer))
+        finished = True
     finally:
-        shutdown_distributed()
+        shutdown_distributed(wait=finished)
     return 0
 
 

@@ -55,6 +55,21 @@ def test_single_process_run_through_the_ddp_entry_point(tmp_path, monkeypatch):
     assert run["world_size"] == 1 and run["effective_batch"] == 4 and len(run["history"]["val_loss"]) == 2
 
 
+def test_ranks_leave_the_group_together_unless_one_failed(monkeypatch):
+    import course_utils.ddp as ddp
+
+    calls = []
+    monkeypatch.setattr(ddp.dist, "is_available", lambda: True)
+    monkeypatch.setattr(ddp.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(ddp.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(ddp.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    ddp.shutdown_distributed()
+    assert calls == ["barrier", "destroy"]  # a rank still writing its results is not cut off
+    calls.clear()
+    ddp.shutdown_distributed(wait=False)
+    assert calls == ["destroy"]  # after an error the other ranks may never reach the barrier
+
+
 ARGS = ["--steps", "6", "--eval-every", "3", "--n-embd", "16", "--n-layer", "1", "--n-head", "2", "--seq-len", "16",
         "--micro-batch", "4", "--quiet", "--threads", "1"]
 
