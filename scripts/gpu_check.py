@@ -112,11 +112,15 @@ def environment() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- ladder
 def ladder(mode: str, device: str) -> dict[str, Any]:
     """Notebook 03's speed ladder at GPT-2 124M size on the GPU (a 2-layer toy on the CPU in smoke mode)."""
+    import torch
+
     from course_utils import gpt, speed
 
-    size = SIZES[mode]
+    size = dict(SIZES[mode])
     if mode == "gpu":
         cfg = gpt.GPTConfig(vocab_size=50257, context_length=1024, n_embd=768, n_layer=12, n_head=12)
+        if torch.cuda.get_device_properties(0).total_memory < 40 * 2**30:  # a T4 or L4: the fp32 row would not fit
+            size["ladder_batch"] = 2
     else:
         cfg = gpt.GPTConfig(vocab_size=50257, context_length=64, n_embd=64, n_layer=2, n_head=2)
     rows = speed.run_ladder(cfg, size["ladder_batch"], size["ladder_len"], device=device, steps=size["ladder_steps"],
