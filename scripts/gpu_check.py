@@ -131,7 +131,7 @@ def ladder(mode: str, device: str) -> dict[str, Any]:
             "rows": [{"name": r.name, "tokens_per_second": r.tokens_per_second, "peak_memory_mib": r.peak_memory_mib,
                       "speedup": r.speedup, "kept": r.kept, "skipped": r.skipped, "note": note["note"]}
                      for r, note in zip(rows, notes)],
-            "lecture": speed.seed_ladder_table()}
+            "lecture": speed.lecture_ladder_table()}
 
 
 # ---------------------------------------------------------------------------------------------- fine-tuning

@@ -104,3 +104,13 @@ def test_the_readme_table_is_rendered_from_the_results_file_never_typed():
     assert gpu_results.readme_section() == gpu_results.render(gpu_results.load()), (
         "README.md's 'Measured on a GPU' section differs from build/gpu/results.json: "
         "run `python scripts/gpu_check.py --render-readme`.")
+
+
+def test_the_smoke_ladder_has_every_row_and_the_lectures_table(gpu_check):
+    from course_utils import speed
+
+    ladder = gpu_check.ladder("smoke", "cpu")
+    assert [row["name"] for row in ladder["rows"]] == [name for name, _, _ in speed.RUNGS]
+    tf32 = next(row for row in ladder["rows"] if row["name"] == "+ TF32 matmuls")
+    assert tf32["tokens_per_second"] is None and tf32["note"].startswith("not run:")
+    assert ladder["rows"][0]["tokens_per_second"] > 0 and len(ladder["lecture"]) == len(speed.LECTURE_LADDER)
