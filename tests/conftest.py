@@ -29,3 +29,19 @@ def bnb_cpu_kernel(request):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bnb_modules, "has_avx512bf16", lambda: packed)
         yield request.param
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a file of scripts/ as a module by its name: ``load_script("gpu_check")``."""
+    import importlib.util
+
+    from course_utils import paths
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, paths.REPO_ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

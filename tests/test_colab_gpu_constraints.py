@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
@@ -10,16 +9,12 @@ from packaging.requirements import Requirement
 
 from course_utils import paths
 
-SCRIPT = paths.REPO_ROOT / "scripts" / "colab_gpu_constraints.py"
 PINS_FILE = paths.REPO_ROOT / "constraints" / "colab-gpu.txt"
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("colab_gpu_constraints", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("colab_gpu_constraints")
 
 
 def pins() -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import subprocess
 import sys
 import zipfile
@@ -12,17 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import gpu_results, paths
-
-SCRIPT = paths.REPO_ROOT / "scripts" / "gpu_check.py"
+from course_utils import gpu_results
 
 
 @pytest.fixture(scope="module")
-def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gpu_check(load_script):
+    return load_script("gpu_check")
 
 
 def make_wheel(folder: Path, name: str, body: str = "VALUE = 1\n") -> Path:
