@@ -337,8 +337,7 @@ STANDIN_DATASETS: dict[str, StandinDataset] = {d.hub_id: d for d in (
 
 def write_dataset_files(dataset: StandinDataset, out: Path) -> Path:
     """Write the stand-in's parquet shards and dataset card into ``out`` (the layout of its hub repository)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from datasets import Dataset
 
     for split, n in dataset.splits.items():
         rows = dataset.rows(split, n)
@@ -346,7 +345,7 @@ def write_dataset_files(dataset: StandinDataset, out: Path) -> Path:
             raise ValueError(f"the embedded corpus has {len(rows)} rows for split {split!r}, the stand-in needs {n}")
         shard = out / "data" / f"{split}-00000-of-00001.parquet"
         shard.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows), shard)
+        Dataset.from_list(rows).to_parquet(str(shard))  # the format the hub's dataset viewer converts to
     configs = "".join(f"  - split: {split}\n    path: data/{split}-*\n" for split in dataset.splits)
     (out / "README.md").write_text(
         f"---\nconfigs:\n- config_name: default\n  data_files:\n{configs}---\n\n# Stand-in for {dataset.hub_id}\n\n"
