@@ -255,3 +255,26 @@ def plot_code_usage(x: torch.Tensor, books: dict[str, torch.Tensor] | None = Non
     axes[0].set_ylabel("share of values")
     fig.suptitle("How often each 4-bit code is used (dashed: every code equally often)", fontsize=10)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------ 4-bit models
+def nf4_config(compute_dtype: torch.dtype = torch.float32) -> Any:
+    """QLoRA's ``BitsAndBytesConfig``: 4-bit NF4 weights, double quantization, ``compute_dtype`` for the matmuls."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def is_quantized(model: Any) -> bool:
+    """True when the model (or the base under its adapters) was loaded in 4 or 8 bits."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
+
+
+def saved_quantized(location: str | Path) -> bool:
+    """Whether the checkpoint folder ``location`` was saved already quantized (its config has a quantization_config)."""
+    import json
+
+    config_file = Path(location) / "config.json"
+    return config_file.is_file() and "quantization_config" in json.loads(config_file.read_text())

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from course_utils import finetune, lora, quant
+from course_utils import lora, quant, sft_data
 from course_utils.checks import (
     CheckFailed,
     call,
@@ -18,7 +18,7 @@ from course_utils.checks import (
     tiny_llama_sizes,
 )
 
-IGNORE_INDEX = finetune.IGNORE_INDEX
+IGNORE_INDEX = sft_data.IGNORE_INDEX
 
 
 def _tensor(value: object, what: str) -> torch.Tensor:
@@ -119,7 +119,10 @@ def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
                           f"{type(got).__name__}.")
     missing = {"input_ids", "attention_mask", "labels"} - set(got)
     expect(not missing, f"make_batch: the dict lacks {sorted(missing)}; return input_ids, attention_mask, labels.")
-    expected = finetune.CompletionCollator(pad_id)([finetune.build_example(p, c) for p, c in pairs])
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    # The reference is TRL's own collator, on the examples its SFTTrainer builds (labels -100 on the prompt).
+    expected = DataCollatorForLanguageModeling(pad_token_id=pad_id)([sft_data.build_example(p, c) for p, c in pairs])
     for key in ("input_ids", "attention_mask", "labels"):
         value = _tensor(got[key], f"make_batch()[{key!r}]")
         expect_equal(tuple(value.shape), tuple(expected[key].shape), f"make_batch()[{key!r}] shape",

@@ -1,0 +1,129 @@
+"""What the workbook measures around a transformers or TRL ``Trainer``, as ``TrainerCallback`` objects.
+
+A callback is the Trainer's own way to watch a run: ``SFTTrainer(..., callbacks=[meter])``. The training itself stays
+the library's; these only record:
+
+* :class:`TrainingMeter`: the wall time of every optimizer step, the CPU time and the peak memory of the whole
+  ``trainer.train()`` (:mod:`course_utils.memory_measure`);
+* :class:`CheckpointLog`: which ``checkpoint-N`` folders exist after each save (what ``save_total_limit`` kept);
+* :class:`StopAfterEpochs`: ends a run after some epochs, as if the job had been stopped there, to show resuming.
+
+:func:`losses` and :func:`plot_runs` read the trainer's ``state.log_history``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from course_utils.memory_measure import MemoryPeak, measure_peak_memory
+
+
+class TrainingMeter(TrainerCallback):
+    """Wall time of each optimizer step; CPU time and peak memory of the whole run (on the trainer's device)."""
+
+    def __init__(self) -> None:
+        self.step_seconds: list[float] = []
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        self.steps = 0
+        self.peak: MemoryPeak | None = None
+        self._step_start = 0.0
+        self._starts = (0.0, 0.0)
+        self._memory: contextlib.ExitStack | None = None
+        self._measured: dict[str, MemoryPeak] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - the Trainer's signature
+        self._memory = contextlib.ExitStack()
+        self._measured = self._memory.enter_context(measure_peak_memory(args.device))
+        self._starts = (time.perf_counter(), time.process_time())
+
+    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self._step_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.step_seconds.append(time.perf_counter() - self._step_start)
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.seconds = time.perf_counter() - self._starts[0]
+        self.cpu_seconds = time.process_time() - self._starts[1]
+        self.steps = int(state.global_step)
+        if self._memory is not None:
+            self._memory.close()
+            self.peak = self._measured.get("peak")
+            self._memory = None
+
+    @property
+    def seconds_per_step(self) -> float:
+        """Mean wall time of a step, leaving out the first (one-time set-up: kernels, caches, allocations)."""
+        steady = self.step_seconds[1:] or self.step_seconds
+        return sum(steady) / len(steady) if steady else float("nan")
+
+    @property
+    def cpu_seconds_per_step(self) -> float:
+        """CPU time of this process (all its threads) per step, over the whole run."""
+        return self.cpu_seconds / max(1, len(self.step_seconds))
+
+    @property
+    def first_step_seconds(self) -> float:
+        return self.step_seconds[0] if self.step_seconds else float("nan")
+
+    def summary(self) -> str:
+        """One line: steps, time per step, peak memory above the start."""
+        peak = f"; peak {self.peak.increase_bytes / 2**20:.0f} MiB above the start" if self.peak else ""
+        return (f"{len(self.step_seconds)} steps in {self.seconds:.1f} s ({self.seconds_per_step:.3f} s per step "
+                f"after the first){peak}")
+
+
+class CheckpointLog(TrainerCallback):
+    """After every save: the step, the epoch, and the ``checkpoint-N`` folders then in ``output_dir``."""
+
+    def __init__(self) -> None:
+        self.saves: list[dict[str, Any]] = []
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - the Trainer's signature
+        folders = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        self.saves.append({"after step": state.global_step, "epoch": round(float(state.epoch or 0), 2),
+                           "checkpoint folders now": ", ".join(p.name for p in folders)})
+
+
+class StopAfterEpochs(TrainerCallback):
+    """Stop training at the end of epoch ``epochs`` (the save of that epoch still happens), like a job cut short."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001 - the Trainer's signature
+        if state.epoch is not None and state.epoch >= self.epochs - 1e-6:
+            control.should_training_stop = True
+        return control
+
+
+def losses(log_history: list[dict[str, Any]], key: str = "loss") -> dict[int, float]:
+    """``{step: value}`` of one logged quantity (the training ``loss`` by default, or ``eval_loss``)."""
+    return {int(entry["step"]): float(entry[key]) for entry in log_history if key in entry}
+
+
+def plot_runs(runs: dict[str, list[dict[str, Any]]]) -> Any:
+    """Training loss against the step for each named run's ``log_history``, held-out losses as stars; a Figure."""
+    from course_utils.plots import new_figure
+
+    fig = new_figure(figsize=(6.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for label, history in runs.items():
+        train = losses(history)
+        line = ax.plot(list(train), list(train.values()), marker=".", label=f"{label}: training loss")[0]
+        held_out = losses(history, "eval_loss")
+        if held_out:
+            ax.scatter(list(held_out), list(held_out.values()), color=line.get_color(), marker="*", s=120, zorder=3,
+                       label=f"{label}: held-out loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy per completion token")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
