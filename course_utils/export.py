@@ -106,21 +106,11 @@ def dequantized_weights(model: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def merged_16bit(adapter_dir: str | Path, base_name: str, *, trained_model: Any = None, base: str = "dequantized",
-                 dtype: torch.dtype = torch.float16) -> Any:
-    """The adapter folded into its base, as a plain model in ``dtype``.
-
-    ``base="dequantized"``: the linear weights of ``trained_model`` (a QLoRA model) are dequantized first, so the
-    merged model computes what was trained (Unsloth's ``merged_16bit`` does this for a 4-bit base).
-    ``base="original"``: the adapter goes onto the 16-bit weights of ``base_name`` as they were before quantization.
-    For a model trained on a 16-bit base both are the same.
-    """
-    from peft import PeftModel
-
-    if base not in MERGE_BASES:
-        raise ValueError(f"base must be one of {MERGE_BASES}, got {base!r}")
+def dequantized_base(base_name: str, trained_model: Any = None) -> Any:
+    """The plain float32 base of ``base_name`` with the linear weights a QLoRA ``trained_model`` really used: its
+    4-bit weights, dequantized (without a quantized ``trained_model``: the base as saved)."""
     plain, _ = sources.load_causal_lm(base_name, dtype=torch.float32, device="cpu", verbose=False)
-    if base == "dequantized" and trained_model is not None and quant.is_quantized(trained_model):
+    if trained_model is not None and quant.is_quantized(trained_model):
         weights = dequantized_weights(trained_model)
         state = plain.state_dict()
         missing = [name for name in weights if name not in state]
@@ -129,6 +119,23 @@ def merged_16bit(adapter_dir: str | Path, base_name: str, *, trained_model: Any 
         with torch.no_grad():
             for name, value in weights.items():
                 state[name].copy_(value.reshape(state[name].shape))
+    return plain.eval()
+
+
+def merged_16bit(adapter_dir: str | Path, base_name: str, *, trained_model: Any = None, base: str = "dequantized",
+                 dtype: torch.dtype = torch.float16) -> Any:
+    """The adapter folded into its base, as a plain model in ``dtype``.
+
+    ``base="dequantized"``: the linear weights of ``trained_model`` (a QLoRA model) are dequantized first, so the
+    merged model computes what was trained. ``base="original"``: the adapter goes onto the 16-bit weights of
+    ``base_name`` as they were before quantization (what Unsloth's ``save_pretrained_merged`` does in its current
+    releases). For a model trained on a 16-bit base both are the same.
+    """
+    from peft import PeftModel
+
+    if base not in MERGE_BASES:
+        raise ValueError(f"base must be one of {MERGE_BASES}, got {base!r}")
+    plain = dequantized_base(base_name, trained_model if base == "dequantized" else None)
     with quiet_peft():
         adapted = PeftModel.from_pretrained(plain, str(adapter_dir))
     return adapted.merge_and_unload().to(dtype).eval()

@@ -278,3 +278,25 @@ def saved_quantized(location: str | Path) -> bool:
 
     config_file = Path(location) / "config.json"
     return config_file.is_file() and "quantization_config" in json.loads(config_file.read_text())
+
+
+def restore_training_layout(model: torch.nn.Module) -> int:
+    """Undo bitsandbytes' CPU repacking of 4-bit weights, so that training backpropagates through them again.
+
+    On CPUs with AVX-512 BF16, bitsandbytes 0.50 repacks a ``Linear4bit`` weight for its fused inference kernel the
+    first time the layer runs in eval mode without gradients (a baseline evaluation, say), and from then on
+    multiplies with that kernel in training too. The kernel has no backward: gradients stop at every 4-bit layer,
+    and the adapters before it receive none. This puts back the canonical layout (what ``save_pretrained`` writes).
+    Returns the number of layers changed.
+    """
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+    from bitsandbytes.nn import Linear4bit
+
+    changed = 0
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if isinstance(module, Linear4bit) and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                module.weight.data, state)
+            changed += 1
+    return changed

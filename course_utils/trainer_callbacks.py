@@ -8,13 +8,16 @@ the library's; these only record:
 * :class:`CheckpointLog`: which ``checkpoint-N`` folders exist after each save (what ``save_total_limit`` kept);
 * :class:`StopAfterEpochs`: ends a run after some epochs, as if the job had been stopped there, to show resuming.
 
-:func:`losses` and :func:`plot_runs` read the trainer's ``state.log_history``.
+:func:`losses`, :func:`compare_losses` and :func:`plot_runs` read the trainer's ``state.log_history``;
+:func:`checkpoint_contents` says what each file of a checkpoint holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,37 @@ class StopAfterEpochs(TrainerCallback):
         if state.epoch is not None and state.epoch >= self.epochs - 1e-6:
             control.should_training_stop = True
         return control
+
+
+# What the files of a Trainer checkpoint hold (transformers' names; PEFT models save the adapter, not the base).
+CHECKPOINT_FILES = {
+    "adapter_model.safetensors": "the LoRA matrices A and B at this step (a full model saves model.safetensors)",
+    "adapter_config.json": "r, alpha, target modules and the base model's name",
+    "optimizer.pt": "AdamW's two moments for every trained parameter",
+    "scheduler.pt": "where the learning-rate schedule is",
+    "rng_state.pth": "the random generators' states (Python, NumPy, torch), so dropout and shuffling continue alike",
+    "trainer_state.json": "global step, epoch, the log history and the best metric so far",
+    "training_args.bin": "the TrainingArguments / SFTConfig of the run",
+    "README.md": "a model card written by PEFT",
+}
+
+
+def checkpoint_contents(folder: str | Path) -> list[dict[str, Any]]:
+    """The files of a ``checkpoint-N`` folder, largest first, each with its size and what it holds."""
+    files = sorted((p for p in Path(folder).iterdir() if p.is_file()), key=lambda p: -p.stat().st_size)
+    return [{"file": p.name, "bytes": p.stat().st_size,
+             "holds": CHECKPOINT_FILES.get(p.name, "the tokenizer (saved because processing_class was given)"
+                                           if "token" in p.name or "chat_template" in p.name else "")}
+            for p in files]
+
+
+def compare_losses(uninterrupted: list[dict[str, Any]], resumed: list[dict[str, Any]],
+                   steps: Sequence[int]) -> list[dict[str, Any]]:
+    """The training loss of two runs at the same steps, side by side, and whether they are equal (to 1e-6)."""
+    a, b = losses(uninterrupted), losses(resumed)
+    return [{"step": step, "uninterrupted run": a.get(step, float("nan")), "resumed run": b.get(step, float("nan")),
+             "equal": "yes" if step in a and step in b and math.isclose(a[step], b[step], rel_tol=1e-6) else "NO"}
+            for step in steps]
 
 
 def losses(log_history: list[dict[str, Any]], key: str = "loss") -> dict[int, float]:

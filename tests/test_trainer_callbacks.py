@@ -34,7 +34,7 @@ def make_trainer(tokenizer, rows, output_dir, callbacks=(), **overrides):
     model = AutoModelForCausalLM.from_pretrained(sources.resolve_model("tiny-llama").location, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, task_type="CAUSAL_LM"))
     settings = dict(output_dir=str(output_dir), per_device_train_batch_size=8, learning_rate=5e-3, logging_steps=1,
-                    bf16=False, gradient_checkpointing=False, use_cpu=True, report_to="none", seed=0,
+                    bf16=False, activation_checkpointing=False, use_cpu=True, report_to="none", seed=0,
                     completion_only_loss=True, disable_tqdm=True, save_strategy="no")
     trainer = SFTTrainer(model=model, args=SFTConfig(**{**settings, **overrides}), train_dataset=rows,
                          processing_class=tokenizer, callbacks=list(callbacks))
@@ -78,3 +78,9 @@ def test_epoch_checkpoints_and_a_resumed_run(tokenizer, train_rows, tmp_path):
     assert list(got) == list(range(1, 9))
     for step in range(5, 9):
         assert got[step] == pytest.approx(expected[step], rel=1e-5), step
+    table = trainer_callbacks.compare_losses(whole.state.log_history, resumed.state.log_history, range(5, 9))
+    assert [row["equal"] for row in table] == ["yes"] * 4
+    contents = {row["file"]: row["holds"] for row in trainer_callbacks.checkpoint_contents(tmp_path / "cut" / "checkpoint-4")}
+    assert "AdamW" in contents["optimizer.pt"] and "tokenizer" in contents["tokenizer.json"]
+    other = trainer_callbacks.compare_losses(whole.state.log_history, cut.state.log_history, [4, 5])
+    assert [row["equal"] for row in other] == ["yes", "NO"]  # the cut run has no step 5
