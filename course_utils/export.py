@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from course_utils import gguf_io, paths, quant, sharing, sources
+from course_utils import gguf_io, quant, sharing, sources
 from course_utils.memory_measure import human_bytes, release_memory
 from course_utils.sft_data import render_turns, stop_ids
 from course_utils.sft_eval import generate, logits_on
@@ -34,14 +33,6 @@ MERGE_BASES = ("dequantized", "original")
 
 
 # ================================================================================================ folders
-def display_path(path: str | os.PathLike[str]) -> str:
-    """A path relative to the workbook when it is inside it (as printed in notebooks), else unchanged."""
-    try:
-        return str(Path(path).resolve().relative_to(paths.REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def folder_bytes(folder: str | Path) -> dict[str, int]:
     """Size of each file in ``folder``, largest first."""
     files = {p.name: p.stat().st_size for p in Path(folder).iterdir() if p.is_file()}

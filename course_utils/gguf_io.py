@@ -215,6 +215,15 @@ def _encode(tensor: torch.Tensor, ggml_type: str) -> np.ndarray:
     return quantize_q8_0(values)
 
 
+def _finish(writer: Any, path: Path, file_type: str, records: list[TensorRecord]) -> GgufFile:
+    """Write header, metadata and tensors in gguf's order, close the file, and describe what it holds."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return GgufFile(path, file_type, records)
+
+
 def llama_tensors(model: Any, *, permute: bool = True) -> list[tuple[str, str, torch.Tensor]]:
     """``(gguf name, transformers name, tensor)`` for every weight, with q/k permuted for llama.cpp.
 
@@ -296,11 +305,7 @@ def write_gguf(model: Any, tokenizer: Any, path: str | Path, file_type: str = "f
         else:
             writer.add_tensor(gguf_tensor_name, data)
         records.append(TensorRecord(gguf_tensor_name, hf_name, tuple(tensor.shape), ggml_type, int(data.nbytes)))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return GgufFile(path, file_type, records)
+    return _finish(writer, path, file_type, records)
 
 
 # ================================================================================================ LoRA adapters
@@ -364,11 +369,7 @@ def write_lora_gguf(adapter_dir: str | Path, config: Any, path: str | Path, file
         data = _encode(tensor, file_type)
         writer.add_tensor(name, data)
         records.append(TensorRecord(name, name, tuple(tensor.shape), file_type, int(data.nbytes)))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return GgufFile(path, file_type, records)
+    return _finish(writer, path, file_type, records)
 
 
 # ================================================================================================ reading back

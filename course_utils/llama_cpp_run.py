@@ -135,6 +135,20 @@ def compare_with_transformers(llm: Any, model: Any, tokenizer: Any, prompts: Seq
 
 
 # ================================================================================================ k-quants
+def type_summary(path: str | Path, quant: str) -> str:
+    """How many tensors of each type a quantized file holds, and why some are not ``quant``."""
+    from collections import Counter
+
+    from course_utils.gguf_io import tensor_table
+
+    counts = Counter(row["type"] for row in tensor_table(path))
+    text = "tensors by type: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+    if quant.upper().startswith(("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")):
+        text += (" (k-quants need rows that are whole blocks of 256 values; llama.cpp gives other rows a "
+                 "fallback type)")
+    return text
+
+
 def find_llama_cpp() -> dict[str, str | None]:
     """Where llama.cpp's tools are: the ``llama-quantize`` binary on PATH, and the ``llama_cpp`` Python bindings."""
     bindings = None
@@ -158,13 +172,15 @@ def quantize_with_llama_cpp(source: str | Path, target: str | Path, quant: str =
         return None, f"llama-quantize failed: {done.stderr.strip().splitlines()[-1:]}"
     if tools["llama_cpp (Python bindings)"]:
         import llama_cpp
+        from llama_cpp._utils import suppress_stdout_stderr
 
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
         params.nthread = os.cpu_count() or 1
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+        with suppress_stdout_stderr(disable=False):  # a warning per tensor that falls back: the summary says it
+            status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
         if status == 0:
-            return target, "made by llama_cpp.llama_model_quantize (llama-cpp-python)"
+            return target, f"made by llama_cpp.llama_model_quantize (llama-cpp-python); {type_summary(target, quant)}"
         return None, f"llama_cpp.llama_model_quantize returned {status}"
     return None, (f"{quant} NOT made: llama.cpp is not installed here (no llama-quantize on PATH, no llama_cpp "
                   f"Python package). K-quants need llama.cpp's quantizer: {INSTALL}; or `brew install llama.cpp` on "

@@ -3,16 +3,18 @@
 Each run of the comparison gives one row (:func:`run_row`): the model's bytes, the training peak, the time per step
 and the held-out loss. :func:`mean_and_spread` summarises the rows of each method over the seeds, and
 :func:`claims_verdicts` sets the course documents' claims beside the figures: a difference between the methods counts
-only when it is larger than the two spreads added together (:func:`beyond_spread`); otherwise the verdict says that
-these runs cannot tell.
+only when it is larger than the two spreads added together (the rule of :mod:`course_utils.repeats`); otherwise the
+verdict says that these runs cannot tell.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from typing import Any
+
+from course_utils import repeats
+from course_utils.course_documents import EXAM_NOTES, WORKSHOP_GUIDE
 
 MEASURES = ("model MiB", "training peak above start MiB", "s per step", "CPU s per step", "held-out loss")
 
@@ -24,18 +26,6 @@ def run_row(method: str, seed: int, model_bytes: int, meter: Any, eval_loss: flo
             "training peak above start MiB": peak.increase_bytes / 2**20 if peak else float("nan"),
             "s per step": meter.seconds_per_step, "CPU s per step": meter.cpu_seconds_per_step,
             "held-out loss": eval_loss}
-
-
-def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = [float(v) for v in values]
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether the means of ``a`` and ``b`` differ by more than their two standard deviations added."""
-    (mean_a, spread_a), (mean_b, spread_b) = mean_and_spread(a), mean_and_spread(b)
-    return abs(mean_a - mean_b) > spread_a + spread_b
 
 
 def by_method(rows: Sequence[dict[str, Any]], measure: str) -> dict[str, list[float]]:
@@ -54,17 +44,18 @@ def summary_table(rows: Sequence[dict[str, Any]], digits: int = 3) -> list[dict[
         mine = [row for row in rows if row["method"] == method]
         line = {"method": method, "seeds": str(len(mine))}
         for measure in MEASURES:
-            mean, spread = mean_and_spread([row[measure] for row in mine])
-            line[measure] = f"{mean:.{digits}g} ± {spread:.2g}"
+            values = repeats.spread([row[measure] for row in mine])
+            line[measure] = f"{values.mean:.{digits}g} ± {values.std:.2g}"
         table.append(line)
     return table
 
 
 def _compare(rows: Sequence[dict[str, Any]], measure: str, lora: str, qlora: str) -> tuple[float, float, bool]:
+    """QLoRA's mean over LoRA's, the difference of the means, and whether it is beyond the spread."""
     values = by_method(rows, measure)
-    ratio = statistics.fmean(values[qlora]) / statistics.fmean(values[lora]) if statistics.fmean(values[lora]) else math.nan
-    difference = statistics.fmean(values[qlora]) - statistics.fmean(values[lora])
-    return ratio, difference, beyond_spread(values[lora], values[qlora])
+    judged = repeats.verdict(lora, values[lora], qlora, values[qlora], metric=measure)
+    ratio = judged.chal.mean / judged.base.mean if judged.base.mean else math.nan
+    return ratio, judged.difference, judged.decided
 
 
 def claims_verdicts(rows: Sequence[dict[str, Any]], lora: str = "LoRA", qlora: str = "QLoRA") -> list[dict[str, str]]:
@@ -87,15 +78,15 @@ def claims_verdicts(rows: Sequence[dict[str, Any]], lora: str = "LoRA", qlora: s
     else:
         accuracy = "consistent: no difference beyond the spread"
     return [
-        {"claim (course documents)": "QLoRA needs far less memory than LoRA (the exam-question notes: 'very low' "
+        {"claim (course documents)": f"QLoRA needs far less memory than LoRA (the {EXAM_NOTES}: 'very low' "
                                      "against 'high')",
          "measured here": f"model {model_ratio:.2f}x of LoRA's; training peak {peak_ratio:.2f}x",
          "verdict": memory},
-        {"claim (course documents)": "QLoRA trains more slowly, from dequantization (the workshop guide: about 10% "
-                                     "slower)",
+        {"claim (course documents)": f"QLoRA trains more slowly, from dequantization (the {WORKSHOP_GUIDE}: about "
+                                     "10% slower)",
          "measured here": f"{speed_ratio:.2f}x LoRA's time per step", "verdict": speed},
-        {"claim (course documents)": "QLoRA's accuracy equals LoRA's (the exam-question notes: 'equivalent'; the "
-                                     "workshop guide: a minimal loss)",
+        {"claim (course documents)": f"QLoRA's accuracy equals LoRA's (the {EXAM_NOTES}: 'equivalent'; the "
+                                     f"{WORKSHOP_GUIDE}: a minimal loss)",
          "measured here": f"held-out loss {loss_difference:+.3f} against LoRA's",
          "verdict": accuracy},
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils import adapter_vs_merged, export, sft_eval, sources
+from course_utils import adapter_vs_merged, export, paths, sft_eval, sources
 
 PROMPTS = ["Translate to Zorbish: a big dog jumps.\nZorbish:", "Translate to Zorbish: the red cat sleeps.\nZorbish:"]
 
@@ -45,7 +45,7 @@ def test_saved_adapter_reloads_exactly_and_merges_within_tolerance(adapted, tmp_
     files = export.folder_bytes(folder)
     assert "adapter_model.safetensors" in files and "model.safetensors" not in files
     config = export.adapter_config(folder)
-    assert config["r"] == 4 and export.display_path(config["base_model_name_or_path"]) == "data/models/tiny-llama"
+    assert config["r"] == 4 and paths.display_path(config["base_model_name_or_path"]) == "data/models/tiny-llama"
     reloaded = PeftModel.from_pretrained(load_plain(), str(folder))
     auto = AutoPeftModelForCausalLM.from_pretrained(str(folder))
     assert torch.equal(sft_eval.logits_on(reloaded, tok, PROMPTS, chat=False), reference)

@@ -17,13 +17,6 @@ def rows(qlora_seconds, qlora_loss=(1.0, 1.1, 0.9)):
     return out
 
 
-def test_mean_and_spread():
-    assert lora_vs_qlora.mean_and_spread([1.0, 2.0, 3.0]) == (2.0, 1.0)
-    assert lora_vs_qlora.mean_and_spread([5.0]) == (5.0, 0.0)
-    assert lora_vs_qlora.beyond_spread([1.0, 1.1, 0.9], [2.0, 2.1, 1.9])
-    assert not lora_vs_qlora.beyond_spread([1.0, 1.5, 0.5], [1.2, 1.7, 0.7])
-
-
 def test_a_clear_slowdown_is_a_verdict_and_a_small_one_is_not():
     slow = lora_vs_qlora.claims_verdicts(rows((0.30, 0.31, 0.32)))
     assert slow[1]["verdict"] == "yes: slower beyond the spread"
@@ -57,3 +50,5 @@ def test_run_row_reads_the_meter():
     assert row["training peak above start MiB"] != row["training peak above start MiB"]  # NaN: not measured
     with pytest.raises(KeyError):
         lora_vs_qlora.claims_verdicts([row])
+    with pytest.raises(ValueError, match="at least two runs"):
+        lora_vs_qlora.summary_table([row])

@@ -80,7 +80,7 @@ def test_epoch_checkpoints_and_a_resumed_run(tokenizer, train_rows, tmp_path):
         assert got[step] == pytest.approx(expected[step], rel=1e-5), step
     table = trainer_callbacks.compare_losses(whole.state.log_history, resumed.state.log_history, range(5, 9))
     assert [row["equal"] for row in table] == ["yes"] * 4
-    contents = {row["file"]: row["holds"] for row in trainer_callbacks.checkpoint_contents(tmp_path / "cut" / "checkpoint-4")}
+    contents = {row["file"]: row["holds"] for row in trainer_callbacks.checkpoint_contents(tmp_path / "whole" / "checkpoint-8")}
     assert "AdamW" in contents["optimizer.pt"] and "tokenizer" in contents["tokenizer.json"]
     other = trainer_callbacks.compare_losses(whole.state.log_history, cut.state.log_history, [4, 5])
     assert [row["equal"] for row in other] == ["yes", "NO"]  # the cut run has no step 5
