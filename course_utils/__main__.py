@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade = commands.add_parser(
         "grade",
         help="grade a folder of submissions: gradebook CSV and a feedback file per student",
-        description="Run each submitted notebook (papermill, tiny profile, its own folder and time limit), grade "
-        "each exercise with the solution's checks and hidden tests, and write gradebook.csv, feedback/ and "
-        "executed/.",
+        description="Run each submitted notebook (papermill, tiny profile, its own folder and time limit, in a "
+        "sandbox), grade each exercise with the solution's checks and hidden tests, and write gradebook.csv, "
+        "feedback/ and executed/.",
     )
     grade.add_argument(
         "assignment", help="the solution notebook: number (00), name (00_your_machine) or a path to it"
@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--hide-hidden-tests",
         action="store_true",
         help="feedback says that a hidden test failed, not which one (e.g. before a resubmission deadline)",
+    )
+    grade.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run student code without a sandbox, as your own user (by default it runs in bubblewrap on Linux, "
+        "and grading refuses to start without it)",
     )
 
     commands.add_parser("report", help="print the environment report ([OK]/[FAIL] per check)")
@@ -204,6 +210,7 @@ def _grade(args: argparse.Namespace) -> int:
             run=not args.skip_run,
             jobs=args.jobs,
             reveal_hidden=not args.hide_hidden_tests,
+            sandbox=not args.no_sandbox,
         )
     except GradingError as exc:
         raise _UsageError(str(exc)) from None

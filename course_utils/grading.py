@@ -13,13 +13,16 @@ Points come only from step 3, so a notebook that crashes or loops in one cell st
 right; step 2 is reported beside them. Checks and hidden tests always come from the solution, never from the
 submission. Student code never runs in this process, and never sees the grader's secrets (:func:`safe_environment`).
 Every submission is read before any student code runs and the gradebook is written at the end, so one submission
-cannot change what another is graded on. This isolates mistakes; it is not a sandbox against a hostile student
-(their code runs as your user): see ``docs/instructors.md``.
+cannot change what another is graded on. On Linux every process of a submission runs in a sandbox of its own
+(:mod:`course_utils.sandbox`, bubblewrap): its own empty home and ``/tmp``, the workbook and the submission
+read-only, no network, limits on memory, processes and file sizes. Where no sandbox works, grading refuses to start
+unless the instructor passes ``--no-sandbox`` (:func:`submission_sandbox`); the gradebook says which it was.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -55,6 +58,7 @@ from course_utils.release import (
     read_notebook,
     solution_notebooks,
 )
+from course_utils.sandbox import Sandbox, find_sandbox, start_process, unconfined
 
 DEFAULT_TIMEOUT = 300.0  # seconds for the whole notebook
 DEFAULT_CHECK_TIMEOUT = 60.0  # seconds for one exercise (imports + answer + check)
@@ -72,6 +76,7 @@ CRASHED = "crashed"
 TIMED_OUT = "timed out"
 DELETED = "cell deleted"
 GRADER_ERROR = "grader error"
+TOO_MUCH_OUTPUT = "printed too much"
 # Why a whole submission earned nothing.
 NOT_JSON = "not valid JSON"
 NOT_NOTEBOOK = "not a notebook"
@@ -173,6 +178,7 @@ class StudentGrade:
     run: NotebookRun
     problem: str = ""
     executed: str | None = field(default=None, repr=False, compare=False)
+    sandbox: str = field(default="", compare=False)  # what confined the submission's code (the gradebook's column)
 
     @property
     def total(self) -> float:
@@ -347,11 +353,12 @@ def grading_environment(workdir: Path, base: Mapping[str, str] | None = None) ->
 
 
 def run_submission(
-    notebook: Path, workdir: Path, *, timeout: float, env: Mapping[str, str]
+    notebook: Path, workdir: Path, *, timeout: float, env: Mapping[str, str], sandbox: Sandbox | None = None
 ) -> tuple[NotebookRun, str | None]:
     """Execute ``notebook`` top to bottom (papermill, tiny profile) in a subprocess, in ``workdir/run``.
 
     The whole run, kernel start included, gets ``timeout`` seconds; then the runner and its kernel are killed.
+    With a ``sandbox`` they run in a box where only ``workdir`` is writable (the notebook and the job read-only).
     Returns how it went and the executed notebook's text (None when there is none).
     """
     run_dir = workdir / "run"
@@ -372,14 +379,15 @@ def run_submission(
     )
     start = time.perf_counter()
     with open(workdir / "run.log", "wb") as log:
-        process = subprocess.Popen(
+        process = start_process(
             [sys.executable, "-m", "course_utils._submission_runner", str(job)],
             cwd=run_dir,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
+            env=env,
+            sandbox=sandbox,
+            writable=[workdir],
+            readonly=[notebook, job],
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=os.name == "posix",
         )
         try:
             process.wait(timeout=timeout)
@@ -411,6 +419,29 @@ def run_submission(
         error=str(report.get("error", "")),
     )
     return run, text
+
+
+def submission_sandbox(required: bool | Sandbox = True, hidden: Iterable[Path] = ()) -> Sandbox:
+    """The sandbox submissions run in, hiding ``hidden`` folders of the workbook from them.
+
+    ``required`` True: bubblewrap, or a :class:`GradingError` that says why there is none and what to do. False (the
+    instructor's ``--no-sandbox``): no box, and the gradebook says so. A :class:`Sandbox` is used as it is.
+    """
+    if isinstance(required, Sandbox):
+        box = required
+    elif required:
+        box = find_sandbox()
+        if not box.confined:
+            raise GradingError(
+                f"no sandbox for the submissions: {box.reason}. Student code would run as your user, with your "
+                "files and network. Install bubblewrap, or pass --no-sandbox to grade without one (in a throw-away "
+                "container, for example)."
+            )
+    else:
+        why = find_sandbox().reason or "bubblewrap was available"
+        box = unconfined(f"--no-sandbox: student code ran as the grader's user ({why})")
+    hidden = [*hidden, paths.REPO_ROOT / "build", paths.solutions_dir(), paths.REPO_ROOT / ".git"]
+    return box.with_hidden(hidden)
 
 
 def analyse_run(
@@ -469,6 +500,8 @@ def classify(result: Result, exercise: Exercise) -> str:
         return PASSED
     if result.kind == "timeout":
         return TIMED_OUT
+    if result.kind == "output":
+        return TOO_MUCH_OUTPUT
     if result.kind == "not-written":
         return NOT_WRITTEN
     if result.stage == "imports" or (result.stage == "check" and result.kind == "syntax-error"):
@@ -491,6 +524,7 @@ def grade_exercises(
     env: Mapping[str, str] | None = None,
     solution: NotebookNode | None = None,
     reveal_hidden: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> list[ExerciseGrade]:
     """Grade each exercise of ``reference`` on the student's own cell, each in a fresh subprocess under ``workdir``.
 
@@ -523,6 +557,7 @@ def grade_exercises(
             timeout=timeout,
             workdir=workdir / "checks" / exercise.grade_id,
             env=env,
+            sandbox=sandbox,
         )
         reason = classify(result, exercise)
         message = "" if reason == PASSED else result.message
@@ -567,8 +602,12 @@ def grade_submission(
     run: bool = True,
     scratch_dir: Path | None = None,
     reveal_hidden: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> StudentGrade:
-    """Grade one submission (its bytes, read beforehand) in a temporary folder of its own, removed afterwards."""
+    """Grade one submission (its bytes, read beforehand) in a temporary folder of its own, removed afterwards.
+
+    With a ``sandbox``, every process of the submission runs in a box of its own (:mod:`course_utils.sandbox`).
+    """
     nb = None
     if not problem:
         if data is None:
@@ -584,6 +623,7 @@ def grade_submission(
     if scratch_dir is not None:
         Path(scratch_dir).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"grade-{student}-", dir=scratch_dir))
+    sandbox = sandbox.within(workdir) if sandbox is not None else None  # its boxes write here, nowhere else
     try:
         env = grading_environment(workdir)
         notebook = workdir / "input" / "submission.ipynb"
@@ -592,7 +632,7 @@ def grade_submission(
         executed = None
         notebook_run = NotebookRun("skipped")
         if run:
-            notebook_run, executed = run_submission(notebook, workdir, timeout=timeout, env=env)
+            notebook_run, executed = run_submission(notebook, workdir, timeout=timeout, env=env, sandbox=sandbox)
         grades = grade_exercises(
             reference,
             nb,
@@ -601,6 +641,7 @@ def grade_submission(
             env=env,
             solution=solution,
             reveal_hidden=reveal_hidden,
+            sandbox=sandbox,
         )
         return StudentGrade(student, source, grades, notebook_run, "", executed)
     finally:
@@ -619,11 +660,13 @@ def grade_submissions(
     scratch_dir: Path | None = None,
     reveal_hidden: bool = True,
     log: Callable[[str], None] | None = print,
+    sandbox: bool | Sandbox = True,
 ) -> list[StudentGrade]:
     """Grade every submission in ``submissions_dir`` against the solution ``assignment``; write into ``out_dir``.
 
     Writes ``gradebook.csv``, ``feedback/<student>.md`` and ``executed/<student>.ipynb`` (the run's outputs, for
-    reading and for written answers graded by hand). Returns the grades in the gradebook's order.
+    reading and for written answers graded by hand). Returns the grades in the gradebook's order. Student code runs
+    in a sandbox (``sandbox=False`` is ``--no-sandbox``; see :func:`submission_sandbox`).
     """
     assignment, submissions_dir, out_dir = Path(assignment), Path(submissions_dir), Path(out_dir)
     solution = read_notebook(assignment)
@@ -641,6 +684,8 @@ def grade_submissions(
     if not submissions:
         raise GradingError(f"{submissions_dir} holds no submission (a .ipynb file or a folder per student).")
     ids = student_ids(submissions)
+    box = submission_sandbox(sandbox, [assignment.parent, submissions_dir, out_dir])
+    say(f"sandbox: {box.describe()}")
     # Read every submission before any student code runs: no submission can change what another is graded on.
     snapshots = [_snapshot(submission) for submission in submissions]
 
@@ -660,11 +705,13 @@ def grade_submissions(
                 run=run,
                 scratch_dir=scratch_dir,
                 reveal_hidden=reveal_hidden,
+                sandbox=box,
             )
         except Exception as exc:  # noqa: BLE001 - a grader failure on one submission never stops the others
             reason = f"{GRADER_ERROR}: {type(exc).__name__}: {_first_line(str(exc))}"
             zeros = [ExerciseGrade(ex.grade_id, 0.0, ex.points, GRADER_ERROR) for ex in reference.exercises]
             grade = StudentGrade(ids[index], source, zeros, NotebookRun("skipped"), reason)
+        grade = dataclasses.replace(grade, sandbox=box.label())
         say(_progress_line(grade))
         return grade
 
@@ -697,7 +744,7 @@ def _progress_line(grade: StudentGrade) -> str:
 
 
 def gradebook_rows(grades: list[StudentGrade], grade_ids: list[str]) -> list[dict[str, str]]:
-    """The gradebook as rows: student, one column of points per exercise, total, max, run, notes."""
+    """The gradebook as rows: student, one column of points per exercise, total, max, run, notes, sandbox."""
     rows = []
     for grade in grades:
         by_id = {exercise.grade_id: exercise for exercise in grade.exercises}
@@ -719,6 +766,7 @@ def gradebook_rows(grades: list[StudentGrade], grade_ids: list[str]) -> list[dic
             max=_points(grade.max_points),
             run=grade.run.summary(),
             notes="; ".join(notes),
+            sandbox=grade.sandbox,
         )
         rows.append(row)
     return rows
@@ -728,7 +776,7 @@ def gradebook_csv(grades: list[StudentGrade], grade_ids: list[str]) -> str:
     """The gradebook CSV text (one row per student; exercise columns named by grade_id)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(
-        buffer, fieldnames=["student", *grade_ids, "total", "max", "run", "notes"], lineterminator="\n"
+        buffer, fieldnames=["student", *grade_ids, "total", "max", "run", "notes", "sandbox"], lineterminator="\n"
     )
     writer.writeheader()
     writer.writerows(gradebook_rows(grades, grade_ids))
@@ -814,6 +862,7 @@ _ADVICE = {
     HIDDEN: "Your function passes the example in the notebook but not every case: try it on more inputs (edge "
     "cases such as empty or unusual ones).",
     TIMED_OUT: "Your code ran past the time limit: look for an endless loop, or work on smaller inputs.",
+    TOO_MUCH_OUTPUT: "Your code printed far more than an exercise needs: print a summary, not every value.",
     CRASHED: "Your cell raised an error. Restart the kernel and run the imports cell, then your cell, on its own: "
     "it may use only what the imports cell imports.",
     UNDEFINED: "The check could not find your function: keep the name and the arguments the exercise asks for.",
