@@ -202,15 +202,7 @@ def evaluate(
                 stdout=out,
                 stderr=err,
             )
-            try:
-                process.wait(timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                kill_tree(process)
-                timed_out = True
-            except BaseException:  # Ctrl-C: never leave the student's code running
-                kill_tree(process)
-                raise
+            timed_out = wait_or_kill(process, timeout)
         seconds = time.perf_counter() - start
         stdout, printed = _read_output(scratch_dir / "stdout.txt")
         stderr, printed_err = _read_output(scratch_dir / "stderr.txt")
@@ -280,6 +272,19 @@ def _child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env.setdefault("MPLBACKEND", "Agg")
     env.pop("COURSE_FIGURES_FILE", None)  # an exercise never writes into the run summary
     return env
+
+
+def wait_or_kill(process: subprocess.Popen, timeout: float) -> bool:
+    """Wait for ``process``; past ``timeout`` seconds (or on Ctrl-C) kill it and all it started. True if timed out."""
+    try:
+        process.wait(timeout=timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        kill_tree(process)
+        return True
+    except BaseException:  # Ctrl-C: never leave the student's code running
+        kill_tree(process)
+        raise
 
 
 def kill_tree(process: subprocess.Popen) -> None:

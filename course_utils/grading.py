@@ -46,9 +46,9 @@ from course_utils.exercises import (
     ExerciseNotebook,
     Result,
     evaluate,
-    kill_tree,
     parse_exercises,
     student_answers,
+    wait_or_kill,
 )
 from course_utils.release import (
     RAISES_TAG,
@@ -389,15 +389,7 @@ def run_submission(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        try:
-            process.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            kill_tree(process)
-            timed_out = True
-        except BaseException:  # Ctrl-C: never leave the student's kernel running
-            kill_tree(process)
-            raise
+        timed_out = wait_or_kill(process, timeout)
     seconds = time.perf_counter() - start
     text = _read_small(executed)
     try:

@@ -575,6 +575,11 @@ def assemble(entries: list[tuple[str, Any]] | Any, data: bytes) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + data
 
 
+def _with_text(header: str, data: bytes) -> bytes:
+    raw = header.encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
 def damaged_variants(data: bytes) -> list[tuple[str, bytes]]:
     """Ways a valid file (with at least two tensors) can be broken, each as (what was done, the bytes)."""
     header = parse_bytes(data)
@@ -590,6 +595,7 @@ def damaged_variants(data: bytes) -> list[tuple[str, bytes]]:
         return assemble(changed, block)
 
     a, b, last = entries[first][1], entries[first + 1][1], entries[-1][1]
+    tensors_text = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in entries[first:])
     raw = header.raw
     brace = raw.rindex(b"}")
     return [
@@ -610,6 +616,8 @@ def damaged_variants(data: bytes) -> list[tuple[str, bytes]]:
         ("negative offset", edit(first, data_offsets=[-4, a["data_offsets"][1]])),
         ("metadata value is a number", assemble([(METADATA_KEY, {"format": 1}), *entries[first:]], block)),
         ("tensor name used twice", assemble([*entries, (entries[first][0], a)], block)),
+        ("metadata key used twice", _with_text(f'{{"{METADATA_KEY}":{{"k":"1","k":"2"}},' + tensors_text + "}", block)),
+        ("NaN as a dimension", _with_text(raw.decode().replace('"shape":[', '"shape":[NaN,', 1), block)),
         ("10 000 nested brackets", struct.pack("<Q", 20_000) + b"[" * 10_000 + b"]" * 10_000),
     ]
 

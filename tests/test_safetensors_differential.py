@@ -88,6 +88,12 @@ def test_every_rule_is_documented_for_students_and_instructors():
     assert all(f"`{rule}`" in text for rule in RULES), "docs/safetensors_rules.md misses a rule"
 
 
+def test_the_damage_table_of_notebook_01_agrees_with_the_library(scratch):
+    for what, data in safetensors_io.damaged_variants(VALID[0][1]):
+        result = safetensors_fuzz.compare(data, scratch)
+        assert result.failure is None and not result.parser.accepted, (what, result)
+
+
 @pytest.mark.parametrize("path", REGRESSIONS, ids=[path.stem for path in REGRESSIONS])
 def test_inputs_that_once_failed_still_agree(path, scratch):
     result = safetensors_fuzz.compare(path.read_bytes(), scratch)

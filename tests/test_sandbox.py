@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from nb_builders import GRADING_NAME, GRADING_SOLUTIONS, code, grading_solution
 
-from course_utils import grading, paths, sandbox
+from course_utils import exercises, grading, paths, sandbox
 from course_utils.__main__ import main
 from course_utils.exercises import evaluate
 from course_utils.grading import (
@@ -212,6 +212,16 @@ def test_find_sandbox_says_why_there_is_none(monkeypatch, tmp_path):
     broken = sandbox.find_sandbox()
     assert not broken.confined and "No permissions to create new namespace" in broken.reason
     assert broken.describe().startswith("none (bubblewrap is installed but cannot make a box here")
+
+
+def test_the_instructors_guide_states_the_limits_the_code_sets():
+    text = (paths.REPO_ROOT / "docs" / "instructors.md").read_text("utf-8")
+    limits = Limits()
+    assert f"address space per process ({limits.memory_bytes // 2**30} GiB)" in text
+    assert f"processes and threads ({limits.processes})" in text
+    assert f"output included ({limits.file_bytes // 2**20} MiB), {limits.tmpfs_bytes // 2**20} MiB for each" in text
+    assert f"prints more than {exercises.OUTPUT_LIMIT // 2**20} MiB" in text
+    assert f"from {sandbox.FIRST_BOX_UID})" in text
 
 
 def test_the_box_explains_the_errors_it_causes(box):
