@@ -168,10 +168,12 @@ class Sandbox:
         for folder in ("/dev/shm", "/tmp", HOME):
             args += [*tree.parents(Path(folder)), "--perms", "1777", *self._size(), "--tmpfs", folder]
             tree.made.add(Path(folder))
-        repo = paths.REPO_ROOT.resolve()
-        for folder in [repo, *_python_folders()]:
-            args += tree.mount("--ro-bind", folder)
-        hidden = [folder for folder in self.hidden if folder.is_dir() and folder.is_relative_to(repo)]
+        repo, needed = paths.REPO_ROOT.resolve(), [paths.PACKAGE_DIR, paths.data_dir(), *_python_folders()]
+        for folder in [repo, *needed]:
+            if folder.exists():
+                args += tree.mount("--ro-bind", folder.resolve())
+        hidden = [folder for folder in self.hidden if folder.is_dir() and folder.is_relative_to(repo)
+                  and not any(Path(need).resolve().is_relative_to(folder) for need in needed)]
         for folder in hidden:  # an empty folder in its place; made read-only once the writable ones are in
             args += ["--tmpfs", str(folder)]
             tree.hidden.append(folder)
@@ -242,6 +244,7 @@ def start_process(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], san
 
 _BOX_ERRORS = (
     ("[Errno 30]", "files outside its own folder are read-only."),
+    ("[Errno 13]", "files outside its own folder are read-only."),
     ("[Errno 101]", "it has no network."),
     ("[Errno 11] Resource temporarily unavailable", "it may start a limited number of processes."),
     ("MemoryError", "each process may use a limited amount of memory."),

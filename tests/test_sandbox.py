@@ -184,6 +184,16 @@ def test_a_check_may_write_anywhere_in_its_submission_folder(box, tmp_path):
     assert "Permission denied" in outside.message or "Read-only file system" in outside.message
 
 
+def test_folders_the_box_needs_are_never_hidden():
+    """An assignment in the workbook's root must not hide the workbook, its package or data from the box."""
+    hiding = Sandbox("/usr/bin/bwrap").with_hidden([paths.REPO_ROOT, paths.data_dir(), paths.solutions_dir()])
+    command = hiding.command([sys.executable, "-c", "pass"], cwd=Path("/tmp/box"), writable=[Path("/tmp/box")])
+    covered = [command[i + 1] for i, arg in enumerate(command) if arg == "--tmpfs"]
+    assert covered == ["/dev/shm", "/tmp", sandbox.HOME, str(paths.solutions_dir().resolve())]
+    assert command[command.index("--remount-ro") + 1] == str(paths.solutions_dir().resolve())
+    assert command[-len(["--", sys.executable, "-c", "pass"]):] == ["--", sys.executable, "-c", "pass"]
+
+
 def test_confine_sets_the_limits_then_runs_the_command(tmp_path):
     spec = json.dumps({"memory_bytes": 2**31, "file_bytes": 2**20, "processes": None, "uid": None})
     probe = "import resource; print([resource.getrlimit(k)[0] for k in (resource.RLIMIT_FSIZE, resource.RLIMIT_CORE)])"
