@@ -1,5 +1,6 @@
 # llm-workbook: `make run` executes every notebook on the tiny profile, `make test` lints and tests.
 # Both create .venv and install what they need the first time (CPU-only, pinned by constraints/ci-cpu.txt).
+# They need Python 3.11 or newer: `make PYTHON=python3.12 setup` picks another interpreter.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,23 +15,34 @@ export TOKENIZERS_PARALLELISM := false
 # made small-model training several times slower in CPU time and wall time alike.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup run test test-fast lint lab data student constraints clean help
+.PHONY: setup run test test-fast test-other-cpu lint lab data student constraints clean help
 
 help:
 	@echo "make run      execute every solution notebook (papermill, tiny profile); summary in build/summary.md"
 	@echo "make test     ruff, then pytest: unit tests, release checks, data rebuild, notebooks (papermill + nbval)"
 	@echo "make test-fast  the same without the slow tests (no notebook execution, no data rebuild)"
+	@echo "make test-other-cpu  make test as a CPU without AVX-512 BF16 runs it (torch's AVX2 kernels, bitsandbytes' generic one)"
 	@echo "make lab      JupyterLab on the workbook"
 	@echo "make data     rebuild data/ from scratch (corpora, tokenizer, tiny checkpoints)"
 	@echo "make student  regenerate notebooks/ from solutions/"
 
 setup: $(STAMP)
 
+# The same words for an interpreter that is too old, whether it is $(PYTHON) or the one inside an old .venv.
+OLD_PYTHON = echo "llm-workbook needs Python 3.11 or newer (transformers 5, numpy 2.4 and pandas 3 do); $(1) is \
+$$($(1) -c 'import platform; print(platform.python_version())' 2>/dev/null || echo missing). On macOS /usr/bin/python3 is 3.9: \
+install 3.12 (python.org, \`brew install python@3.12\` or \`uv python install 3.12\`) and run \
+\`make PYTHON=python3.12 setup\`$(2)." >&2; exit 1
+NEW_ENOUGH = -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+
 $(STAMP): pyproject.toml $(CONSTRAINTS)
+	@$(PYTHON) $(NEW_ENOUGH) 2>/dev/null || { $(call OLD_PYTHON,$(PYTHON),); }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) $(NEW_ENOUGH) || { $(call OLD_PYTHON,$(PY), after removing the old $(VENV) (rm -rf $(VENV))); }
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: an unpinned torch would pull gigabytes of CUDA packages.
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+	# torch first and pinned, as a CPU build where PyTorch's CPU index answers (see course_utils/install_torch.py):
+	# from PyPI, Linux torch is a CUDA build of several GB.
+	$(PY) -m course_utils.install_torch --constraints $(CONSTRAINTS)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
@@ -42,13 +54,21 @@ lint: $(STAMP)
 
 # One math thread per pytest worker: two workers with two OpenMP threads each on two cores spin against each other
 # (measured: a notebook took 6x the CPU time), and every notebook kernel inherits the setting.
+PYTEST_ALL = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax tests solutions
 test: lint
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax tests solutions
+	$(PYTEST_ALL)
 
 test-fast: lint
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
 
+# The other CPU branches, on this machine: torch's AVX2 kernels (x86; elsewhere its plain ones) and bitsandbytes'
+# generic 4-bit kernel, which CPUs without AVX-512 BF16 run. On such a CPU, `make test` itself covers them.
+OTHER_CPU_CAPABILITY := $(if $(filter x86_64 amd64,$(shell uname -m)),avx2,default)
+test-other-cpu: lint
+	PYTHONPATH=$(CURDIR)/tests/probes/other_cpu ATEN_CPU_CAPABILITY=$(OTHER_CPU_CAPABILITY) $(PYTEST_ALL)
+
 lab: $(STAMP)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,lab]'
 	$(VENV)/bin/jupyter lab
 
 data: $(STAMP)

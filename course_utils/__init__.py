@@ -22,3 +22,8 @@ class _NoKernelsHubWarning(logging.Filter):
 
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoKernelsHubWarning())
+
+# transformers' load report, as a notebook page shows it: without colour codes, paths relative to the workbook.
+from course_utils import stored_outputs as _stored_outputs  # noqa: E402 - after the filter above, stdlib only
+
+_stored_outputs.install_log_filter()

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("report", help="print the environment report ([OK]/[FAIL] per check)")
     commands.add_parser("data", help="rebuild data/ (corpora, tokenizer, tiny checkpoints)")
+    environment = commands.add_parser("environment-yml", help="write environment.yml from pyproject.toml")
+    environment.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if environment.yml is out of date"
+    )
     return parser
 
 
@@ -115,12 +119,24 @@ def main(argv: list[str] | None = None) -> int:
         "grade": _grade,
         "report": _report,
         "data": _data,
+        "environment-yml": _environment_yml,
     }
     try:
         return handlers[args.command](args)
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in _DEV_MODULES:
+            raise
+        print(f"error: `python -m course_utils {args.command}` needs {exc.name}, from the workbook's dev extra: "
+              "run `pip install -e '.[dev]'` in the workbook's folder (a notebook alone does not need it).",
+              file=sys.stderr)
+        return 2
+
+
+# Modules of the dev extra (pyproject.toml) that the instructors' commands import.
+_DEV_MODULES = {"nbformat", "papermill", "nbval", "nbgrader", "ipykernel"}
 
 
 class _UsageError(Exception):
@@ -228,6 +244,22 @@ def _data(args: argparse.Namespace) -> int:
     from course_utils.data_build import build_all
 
     build_all()
+    return 0
+
+
+def _environment_yml(args: argparse.Namespace) -> int:
+    from course_utils import paths, project
+
+    path = paths.REPO_ROOT / "environment.yml"
+    wanted = project.environment_yml()
+    if args.check:
+        if not path.exists() or path.read_text(encoding="utf-8") != wanted:
+            print("environment.yml is out of date: run `python -m course_utils environment-yml`.", file=sys.stderr)
+            return 1
+        print("environment.yml matches pyproject.toml.")
+        return 0
+    path.write_text(wanted, encoding="utf-8")
+    print(f"wrote {path.relative_to(paths.REPO_ROOT)}")
     return 0
 
 

@@ -446,7 +446,8 @@ def tiny_llama_config(hidden_size: int = 64, n_heads: int = 4, n_kv_heads: int =
     return config
 
 
-# Llama 3.1's rope settings: config.json of meta-llama/Llama-3.1-8B (printed in seed 002 under "Llama 3").
+# Llama 3.1's rope settings: config.json of meta-llama/Llama-3.1-8B (the pretraining lecture prints them under
+# "Llama 3").
 LLAMA31_ROPE: dict[str, Any] = {"rope_type": "llama3", "rope_theta": 500_000.0, "factor": 8.0,
                                 "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 8192}

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from course_utils.arch import HeadCountError, check_head_counts
+from course_utils.paths import display_path
 
 # Token ids inside the tiny vocabularies below (the defaults of some configs point past a 256-token vocabulary).
 _IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
@@ -199,7 +200,7 @@ def describe_checkpoint(source: str | Path | Mapping[str, Any]) -> CheckpointInf
     and :class:`~course_utils.arch.HeadCountError` when the head counts cannot work.
     """
     config = read_config(source)
-    where = f"config.json of {source}" if not isinstance(source, Mapping) else "This config"
+    where = f"config.json of {display_path(source)}" if not isinstance(source, Mapping) else "This config"
     model_type = config.get("model_type")
     architectures = tuple(config.get("architectures") or ())
     auto_map = config.get("auto_map") or {}
@@ -365,9 +366,10 @@ def load_config(source: str | Path, *, trust_remote_code: bool = False) -> Any:
     config = read_config(source)
     known = config.get("model_type") in known_model_types()
     if not known and not (trust_remote_code and config.get("auto_map")):
+        where = f"config.json of {display_path(source)}"
         raise UnknownArchitectureError(_unknown_message(config.get("model_type"),
                                                         tuple(config.get("architectures") or ()),
-                                                        config.get("auto_map"), f"config.json of {source}"))
+                                                        config.get("auto_map"), where))
     validate_head_counts(config)  # before transformers' own, terser validation
     return AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
 

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import torch
 
-from course_utils import distill, env
+from course_utils import distill, env, repeats
 from course_utils.plots import new_figure
 from course_utils.sources import load_text_dataset, resolve_model
-from course_utils.tables import markdown_table
+from course_utils.tables import Table, markdown_table
 from course_utils.text_data import SlidingWindowDataset, encode_documents, make_loader
 from course_utils.train import History, TrainConfig, logits_of, make_train_loader, train
 
@@ -134,6 +134,7 @@ class ArmResult:
     wall_seconds: float
     cpu_seconds: float
     model: torch.nn.Module = field(repr=False)
+    seed: int = 0  # the student's initial weights (random arms) and the training order came from it
 
 
 def copied_student(teacher: torch.nn.Module, student_config: Any, layers: Sequence[int]) -> torch.nn.Module:
@@ -200,7 +201,7 @@ def run_arm(arm: Arm, teacher: torch.nn.Module, student_config: Any, train_loade
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = distill.heldout_metrics(student, val_loader, device, teacher_tokens=teacher_tokens)
     return ArmResult(arm, distill.count_parameters(student), state.step, metrics, state.history, wall, cpu,
-                     student.eval())
+                     student.eval(), seed)
 
 
 def run_arms(arms: Sequence[Arm], teacher: torch.nn.Module, student_config: Any, train_loader, val_loader,
@@ -213,6 +214,61 @@ def run_arms(arms: Sequence[Arm], teacher: torch.nn.Module, student_config: Any,
               f"({result.wall_seconds:.1f} s)")
         results.append(result)
     return results
+
+
+def loader_seed(train_loader) -> int | None:
+    """The seed that orders a loader made by ``make_train_loader`` (None for any other loader)."""
+    return getattr(getattr(train_loader, "sampler", None), "seed", None)
+
+
+def run_seeds(arms: Sequence[Arm], seeds: Sequence[int], teacher: torch.nn.Module, student_config: Any, train_loader,
+              val_loader, cfg: TrainConfig, *, done: Sequence[ArmResult] = (), **kwargs: Any) -> dict[str, list[dict]]:
+    """Held-out metrics of every arm trained from every seed: ``{arm name: [metrics of each seed]}``.
+
+    A seed sets the student's initial weights and the order of the training windows (the same windows, reshuffled).
+    Runs in ``done`` (same config and loader) whose arm and seed are asked for are reused instead of trained again.
+    Only the metrics are kept: the trained students are freed as each run ends.
+    """
+    reused = {(r.arm.name, r.seed): r.metrics for r in done
+              if r.steps == cfg.max_steps and loader_seed(train_loader) == r.seed}
+    runs: dict[str, list[dict]] = {arm.name: [] for arm in arms}
+    for seed in seeds:
+        loader = train_loader if loader_seed(train_loader) == seed else make_train_loader(
+            train_loader.dataset, train_loader.batch_size, seed=seed)
+        for arm in arms:
+            if (arm.name, seed) in reused:
+                runs[arm.name].append(reused[(arm.name, seed)])
+                continue
+            result = run_arm(arm, teacher, student_config, loader, val_loader, cfg, seed=seed, **kwargs)
+            print(f"{arm.name:>18}, seed {seed}: held-out perplexity {result.metrics['perplexity']:.3f} "
+                  f"({result.wall_seconds:.1f} s)")
+            runs[arm.name].append(result.metrics)
+            del result
+    return runs
+
+
+def seeds_table(runs: dict[str, list[dict]]) -> Table:
+    """Mean ± spread over seeds of each arm's held-out perplexity and top-1 agreement, as a markdown table."""
+    rows = []
+    for name, metrics in runs.items():
+        ppl = repeats.spread([m["perplexity"] for m in metrics])
+        agree = repeats.spread([m["agreement"] for m in metrics])
+        rows.append([name, len(metrics), ppl.format(3), f"{min(ppl.values):.3f} - {max(ppl.values):.3f}",
+                     agree.format(1, 100, "%")])
+    return markdown_table(["arm", "seeds", "held-out ppl (mean ± spread)", "ppl range", "top-1 agreement"], rows)
+
+
+def seeds_verdict(runs: dict[str, list[dict]], baseline: str, challenger: str) -> str:
+    """Does ``challenger`` reach a lower held-out perplexity than ``baseline``, by more than the spread over seeds?"""
+    return repeats.verdict(baseline, [m["perplexity"] for m in runs[baseline]], challenger,
+                           [m["perplexity"] for m in runs[challenger]]).sentence()
+
+
+def one_run_summary(results: Sequence[ArmResult]) -> str:
+    """Each arm's held-out perplexity from a single run, lowest first: a description, not a verdict."""
+    ranked = sorted(results, key=lambda r: r.metrics["perplexity"])
+    order = ", ".join(f"{r.arm.name} {r.metrics['perplexity']:.3f}" for r in ranked)
+    return f"One run each (seed {ranked[0].seed}), held-out perplexity from lowest: {order}."
 
 
 # --------------------------------------------------------------------------------------------- reporting
@@ -254,25 +310,9 @@ def plot_results(results: Sequence[ArmResult], teacher_metrics: dict[str, float]
         ax.set_xticks(range(len(values)), names, rotation=20, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    low = min(r.metrics["perplexity"] for r in results)
-    top = max(r.metrics["perplexity"] for r in results)
-    if teacher_metrics is not None:
-        low = min(low, teacher_metrics["perplexity"])
-    ppl.set_ylim(max(0.0, low - 0.25 * (top - low + 0.1)), top + 0.15 * (top - low + 0.1))
+    for ax in (ppl, agree):  # bars start at zero, so that their heights compare as the values do
+        ax.set_ylim(bottom=0)
     return fig
-
-
-def compare(results: Sequence[ArmResult], baseline: str, challenger: str, *, tie: float = 0.005) -> str:
-    """One sentence: does ``challenger`` beat ``baseline`` on held-out perplexity (by more than ``tie``), by how much."""
-    by_name = {r.arm.name: r for r in results}
-    base, chal = by_name[baseline].metrics["perplexity"], by_name[challenger].metrics["perplexity"]
-    change = (chal - base) / base
-    numbers = f"held-out perplexity {chal:.3f} against {base:.3f}"
-    if abs(change) <= tie:
-        return f"{challenger} does NOT beat {baseline}: a tie, {numbers} (within {100 * tie:g}%)."
-    if chal < base:
-        return f"{challenger} BEATS {baseline}: {numbers} ({-100 * change:.1f}% lower)."
-    return f"{challenger} does NOT beat {baseline}: {numbers} ({100 * change:.1f}% higher)."
 
 
 def speed_table(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, new_tokens: int,

@@ -13,18 +13,17 @@ import importlib.util
 import os
 import platform
 import random
-import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from course_utils import hub, paths, profiles, sources
+from course_utils import hub, profiles, project, sources
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python (a test keeps the two equal)
 GIB = 2**30
 
 # The packages the report checks: (import name, distribution name). Minimum versions come from pyproject.toml,
@@ -42,7 +41,6 @@ COURSE_PACKAGES: tuple[tuple[str, str], ...] = (
     ("ipywidgets", "ipywidgets"),
     ("matplotlib", "matplotlib"),
     ("tqdm", "tqdm"),
-    ("papermill", "papermill"),
 )
 
 
@@ -370,38 +368,14 @@ class Requirement:
         return line + (f"\n       fix: {self.fix}" if self.fix and self.status in ("FAIL", "WARN") else "")
 
 
-def minimum_versions() -> dict[str, str]:
-    """Minimum versions (``{"torch": "2.4", ...}``) from pyproject.toml, or from the installed package's metadata."""
-    lines: list[str] = []
-    pyproject = paths.REPO_ROOT / "pyproject.toml"
-    if pyproject.exists():
-        text = pyproject.read_text(encoding="utf-8")
-        block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", text, flags=re.S | re.M)
-        if block:
-            lines = re.findall(r'"([^"]+)"', block.group(1))
-    if not lines:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            lines = [r for r in importlib.metadata.requires("llm-workbook") or [] if "extra ==" not in r]
-    found = {}
-    for requirement in lines:
-        match = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)", requirement)
-        if match:
-            found[match.group(1).lower().replace("_", "-")] = match.group(2)
-    return found
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
-
-
 def version_at_least(installed: str, minimum: str) -> bool:
-    """True when version string ``installed`` is at least ``minimum`` (release numbers only; local tags ignored)."""
-    try:
-        from packaging.version import Version
+    """True when version string ``installed`` is at least ``minimum`` (local tags such as ``+cpu`` ignored)."""
+    from packaging.version import InvalidVersion, Version
 
-        return Version(installed.split("+")[0]) >= Version(minimum)
-    except Exception:  # noqa: BLE001 - packaging missing or an unusual version string: compare the numbers
-        return _version_tuple(installed) >= _version_tuple(minimum)
+    try:
+        return Version(installed).release >= Version(minimum).release
+    except InvalidVersion:
+        return False
 
 
 def _install_hint(spec: str, flag: str = "") -> str:
@@ -545,7 +519,7 @@ def environment_report(print_report: bool = True, *, import_packages: bool = Fal
     report: list[Requirement] = []
     report += _guarded("Python", lambda: [_check_python()])
     try:
-        minimums = minimum_versions()
+        minimums = project.minimum_versions()
     except Exception:  # noqa: BLE001
         minimums = {}
     for import_name, dist_name in COURSE_PACKAGES:

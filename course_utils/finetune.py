@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import tempfile
 import threading
 import time
@@ -43,6 +42,7 @@ from typing import Any
 import torch
 
 from course_utils import env, lora, metrics, paths, sources
+from course_utils.course_documents import EXAM_NOTES, WORKSHOP_GUIDE
 
 IGNORE_INDEX = -100  # the label value the cross-entropy of transformers (and PyTorch) skips
 
@@ -790,12 +790,7 @@ def adapter_config(folder: str | Path) -> dict[str, Any]:
     return json.loads((Path(folder) / "adapter_config.json").read_text())
 
 
-def display_path(path: str | os.PathLike[str]) -> str:
-    """A path relative to the workbook when it is inside it (as printed in notebooks), else unchanged."""
-    try:
-        return str(Path(path).resolve().relative_to(paths.REPO_ROOT))
-    except ValueError:
-        return str(path)
+display_path = paths.display_path  # notebooks 05 and 06 print their folders with finetune.display_path
 
 
 def load_adapter(base: Any, folder: str | Path, *, device: torch.device | str | None = None,
@@ -980,7 +975,7 @@ def run_summary(label: str, model: Any, result: TrainResult, evaluation: Evaluat
 
 
 def claims_verdicts(lora_row: dict[str, Any], qlora_row: dict[str, Any]) -> list[dict[str, str]]:
-    """The seeds' claims about QLoRA against LoRA, each beside what this run measured and whether it agrees."""
+    """The course documents' claims about QLoRA against LoRA, each beside what this run measured and whether it agrees."""
     memory_ratio = qlora_row["model MiB"] / lora_row["model MiB"]
     peak_ratio = qlora_row["training peak above start MiB"] / max(lora_row["training peak above start MiB"], 1e-9)
     slower = qlora_row["s per step"] / lora_row["s per step"]
@@ -992,13 +987,14 @@ def claims_verdicts(lora_row: dict[str, Any], qlora_row: dict[str, Any]) -> list
     else:
         peak = "peak higher"
     return [
-        {"claim (seeds)": "QLoRA needs far less memory than LoRA (seed 000: 'very low' against 'high')",
+        {"claim (course documents)": f"QLoRA needs far less memory than LoRA ({EXAM_NOTES}: 'very low' against 'high')",
          "measured here": f"model {memory_ratio:.2f}x of LoRA's; training peak {peak_ratio:.2f}x",
          "borne out?": ("yes for the model" if memory_ratio < 0.6 else "no for the model") + f"; {peak}"},
-        {"claim (seeds)": "QLoRA trains slower, from dequantization (seed 004: about 10% slower)",
+        {"claim (course documents)": f"QLoRA trains slower, from dequantization ({WORKSHOP_GUIDE}: about 10% slower)",
          "measured here": f"{slower:.2f}x LoRA's time per step",
          "borne out?": "yes" if slower > 1.05 else "no"},
-        {"claim (seeds)": "QLoRA's accuracy equals LoRA's (seed 000: 'equivalent'; seed 004: 'minimal' loss)",
+        {"claim (course documents)": (f"QLoRA's accuracy equals LoRA's ({EXAM_NOTES}: 'equivalent'; "
+                                       f"{WORKSHOP_GUIDE}: 'minimal' loss)"),
          "measured here": f"exact match {qlora_row['exact match']:.0%} against {lora_row['exact match']:.0%}",
          "borne out?": "yes" if abs(accuracy_gap) <= 0.05 else
                        ("no: QLoRA lower" if accuracy_gap > 0 else "no: QLoRA higher")},

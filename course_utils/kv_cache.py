@@ -131,6 +131,30 @@ class CacheComparison:
                          "speed-up": f"{plain / cached:.1f}x"})
         return rows
 
+    def per_token_fit(self, run: GenerationRun) -> tuple[float, float]:
+        """A straight line through every step's time against the sequence length: (fixed seconds, seconds per token
+        of context). Step 0, which also reads the prompt, is left out."""
+        lengths = [run.prompt_tokens + i + 1 for i in range(1, run.new_tokens)]
+        slope, intercept = statistics.linear_regression(lengths, run.step_seconds[1:])
+        return intercept, slope
+
+    def trend(self, checkpoints: Sequence[int] | None = None) -> str:
+        """What the table and the plot show, in three lines written from the measurements."""
+        rows = self.rows(checkpoints)
+        first, last = rows[0], rows[-1]
+        lines = []
+        for label, key, run in (("without the cache", "ms/token without", self.without_cache),
+                                ("with the cache", "ms/token with cache", self.with_cache)):
+            fixed, per_token = self.per_token_fit(run)
+            lines.append(f"{label}: {first[key]} ms per token at length {first['sequence length']}, {last[key]} ms at "
+                         f"{last['sequence length']}; fitted line: {fixed * 1e3:.2f} ms {'-' if per_token < 0 else '+'} "
+                         f"{abs(per_token) * 1e6:.1f} us per token of context")
+        speedups = [float(row["speed-up"].rstrip("x")) for row in rows]
+        rising = all(b >= a for a, b in zip(speedups, speedups[1:]))
+        lines.append(f"speed-up by row: {', '.join(row['speed-up'] for row in rows)}: "
+                     + ("it rises at every row" if rising else "it does not rise at every row"))
+        return "\n".join(lines)
+
     def table(self, checkpoints: Sequence[int] | None = None) -> str:
         """:meth:`rows` as a markdown table, with the totals underneath."""
         totals = (f"\n\nWhole generation of {self.with_cache.new_tokens} tokens ({self.with_cache.clock} time): "

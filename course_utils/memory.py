@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from course_utils.course_documents import EXAM_NOTES, MODULE_NOTEBOOK, WORKSHOP_GUIDE, cite
 from course_utils.env import MachineMemory
 from course_utils.model_specs import (
     MODEL_SPECS,
@@ -332,7 +333,7 @@ def fit_table(models: Sequence[str] | None = None, methods: Sequence[str] | None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tables of facts and the seeds' claims
+# Tables of facts and the course documents' claims
 
 
 FORMAT_LAYOUT: dict[str, str] = {
@@ -363,7 +364,7 @@ def training_bytes_table() -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """A memory figure stated in a seed document, and how to compute it for a real model."""
+    """A memory figure stated in a course document, and how to compute it for a real model."""
 
     source: str
     statement: str
@@ -371,20 +372,20 @@ class Claim:
     method: str  # a key of METHODS, or "weights:<fmt>" for the weights alone, or "adapters" for LoRA state only
 
 
-# Figures as the course's seed documents state them (paraphrased, with the document number).
-SEED_CLAIMS: tuple[Claim, ...] = (
-    Claim("seeds 003, 004", "7B in fp32: 28 GB", "Llama-2-7B", "weights:fp32"),
-    Claim("seeds 003, 004", "7B in fp16: 14 GB", "Llama-2-7B", "weights:bf16"),
-    Claim("seed 000", "Llama-2-7b model.safetensors: 13.48 GB", "Llama-2-7B", "weights:bf16"),
-    Claim("seed 004", "7B in int8: 7 GB (7-8 GB in practice)", "Llama-2-7B", "inference int8"),
-    Claim("seed 003", "7B in int4: 3.5 GB", "Llama-2-7B", "weights:4"),
-    Claim("seeds 003, 004", "7B in 4-bit / QLoRA (NF4): about 3-4 GB", "Llama-2-7B", "weights:nf4+dq as loaded"),
-    Claim("seed 004", "7B full fine-tuning: 28 GB", "Llama-2-7B", "full fine-tune"),
-    Claim("seed 004", "7B LoRA r=16: about 1 GB", "Llama-2-7B", "adapters"),
-    Claim("seed 004", "Qwen2.5-0.5B in fp16: about 1 GB", "Qwen2.5-0.5B", "weights:bf16"),
-    Claim("seed 004", "Qwen2.5-0.5B with QLoRA: about 0.5 GB", "Qwen2.5-0.5B", "weights:nf4+dq as loaded"),
-    Claim("seed 004", "Llama-3.2-1B in fp16: about 2 GB", "Llama-3.2-1B", "weights:bf16"),
-    Claim("seed 004", "Llama-3.2-1B with QLoRA: about 1 GB", "Llama-3.2-1B", "weights:nf4+dq as loaded"),
+# Figures as the course documents state them (paraphrased), each with the document that states it.
+DOCUMENT_CLAIMS: tuple[Claim, ...] = (
+    Claim(cite(MODULE_NOTEBOOK, WORKSHOP_GUIDE), "7B in fp32: 28 GB", "Llama-2-7B", "weights:fp32"),
+    Claim(cite(MODULE_NOTEBOOK, WORKSHOP_GUIDE), "7B in fp16: 14 GB", "Llama-2-7B", "weights:bf16"),
+    Claim(EXAM_NOTES, "Llama-2-7b model.safetensors: 13.48 GB", "Llama-2-7B", "weights:bf16"),
+    Claim(WORKSHOP_GUIDE, "7B in int8: 7 GB (7-8 GB in practice)", "Llama-2-7B", "inference int8"),
+    Claim(MODULE_NOTEBOOK, "7B in int4: 3.5 GB", "Llama-2-7B", "weights:4"),
+    Claim(cite(MODULE_NOTEBOOK, WORKSHOP_GUIDE), "7B in 4-bit / QLoRA (NF4): about 3-4 GB", "Llama-2-7B", "weights:nf4+dq as loaded"),
+    Claim(WORKSHOP_GUIDE, "7B full fine-tuning: 28 GB", "Llama-2-7B", "full fine-tune"),
+    Claim(WORKSHOP_GUIDE, "7B LoRA r=16: about 1 GB", "Llama-2-7B", "adapters"),
+    Claim(WORKSHOP_GUIDE, "Qwen2.5-0.5B in fp16: about 1 GB", "Qwen2.5-0.5B", "weights:bf16"),
+    Claim(WORKSHOP_GUIDE, "Qwen2.5-0.5B with QLoRA: about 0.5 GB", "Qwen2.5-0.5B", "weights:nf4+dq as loaded"),
+    Claim(WORKSHOP_GUIDE, "Llama-3.2-1B in fp16: about 2 GB", "Llama-3.2-1B", "weights:bf16"),
+    Claim(WORKSHOP_GUIDE, "Llama-3.2-1B with QLoRA: about 1 GB", "Llama-3.2-1B", "weights:nf4+dq as loaded"),
 )
 
 
@@ -407,8 +408,8 @@ def claim_value(claim: Claim, *, context: int = 4096, batch: int = 1, lora_r: in
     return value.weights, METHOD_NOTES[claim.method]
 
 
-def claims_table(claims: Sequence[Claim] = SEED_CLAIMS) -> str:
-    """The seeds' figures beside the computed ones (GB = 10**9 bytes, as the seeds use), as a markdown table."""
+def claims_table(claims: Sequence[Claim] = DOCUMENT_CLAIMS) -> str:
+    """The documents' figures beside the computed ones (GB = 10**9 bytes, as the documents count), as a markdown table."""
     rows = []
     for claim in claims:
         value, how = claim_value(claim)

@@ -2,7 +2,7 @@
 
 Every spec copies the fields of the model's public ``config.json`` on the Hugging Face Hub that decide its size
 (hidden size, layers, heads, vocabulary, tied embeddings); the Llama-2-7B, Llama-3-8B and Gemma-2B values also
-appear in the course's seed documents. Nothing here is downloaded: :func:`model_size` builds the architecture
+appear in the course documents. Nothing here is downloaded: :func:`model_size` builds the architecture
 with ``AutoModelForCausalLM.from_config`` on PyTorch's ``meta`` device (shapes without memory) and counts.
 """
 
@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from course_utils.course_documents import EXAM_NOTES, PRETRAINING_LECTURE
 
 
 @dataclass(frozen=True)
@@ -41,15 +43,15 @@ def _llama_like(model_type: str, hidden: int, intermediate: int, layers: int, he
 MODEL_SPECS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        # config.json of meta-llama/Llama-2-7b-hf; the same values are printed in seeds 000 and 002.
+        # config.json of meta-llama/Llama-2-7b-hf; the exam-question notes and the pretraining lecture print the same.
         ModelSpec("Llama-2-7B", "meta-llama/Llama-2-7b-hf",
                   _llama_like("llama", 4096, 11008, 32, 32, 32, 32000, 4096, False),
-                  "config.json of meta-llama/Llama-2-7b-hf (also in seeds 000 and 002)"),
-        # config.json of meta-llama/Meta-Llama-3-8B. Seed 002 shows the same sizes (with Llama 3.1's long-context
+                  f"config.json of meta-llama/Llama-2-7b-hf (also in the {EXAM_NOTES} and the {PRETRAINING_LECTURE})"),
+        # config.json of meta-llama/Meta-Llama-3-8B. The pretraining lecture shows the same sizes (with Llama 3.1's long-context
         # rope settings, which change no parameter). rope_theta changes no size either; notebook 02 compares it.
         ModelSpec("Llama-3-8B", "meta-llama/Meta-Llama-3-8B",
                   _llama_like("llama", 4096, 14336, 32, 32, 8, 128256, 8192, False, rope_theta=500000.0),
-                  "config.json of meta-llama/Meta-Llama-3-8B (sizes also in seed 002)"),
+                  f"config.json of meta-llama/Meta-Llama-3-8B (sizes also in the {PRETRAINING_LECTURE})"),
         # config.json of mistralai/Mistral-7B-v0.1 (sliding-window attention over 4096 tokens).
         ModelSpec("Mistral-7B-v0.1", "mistralai/Mistral-7B-v0.1",
                   _llama_like("mistral", 4096, 14336, 32, 32, 8, 32000, 32768, False, sliding_window=4096),
@@ -58,10 +60,10 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec("Phi-3-mini-4k", "microsoft/Phi-3-mini-4k-instruct",
                   _llama_like("phi3", 3072, 8192, 32, 32, 32, 32064, 4096, False),
                   "config.json of microsoft/Phi-3-mini-4k-instruct"),
-        # config.json of google/gemma-2b (one key/value head, head_dim 256); also printed in seed 002.
+        # config.json of google/gemma-2b (one key/value head, head_dim 256); also printed in the pretraining lecture.
         ModelSpec("Gemma-2B", "google/gemma-2b",
                   _llama_like("gemma", 2048, 16384, 18, 8, 1, 256000, 8192, True, head_dim=256),
-                  "config.json of google/gemma-2b (also in seed 002)"),
+                  f"config.json of google/gemma-2b (also in the {PRETRAINING_LECTURE})"),
         # config.json of Qwen/Qwen2.5-0.5B (biases on q, k and v).
         ModelSpec("Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B",
                   _llama_like("qwen2", 896, 4864, 24, 14, 2, 151936, 32768, True),

@@ -9,6 +9,20 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 
 
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as printed in a notebook: relative to the workbook when it is inside it, else unchanged.
+
+    Stored outputs then read the same on every machine, and show no one's home folder.
+    """
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        return str(path)
+    try:
+        return str(candidate.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def data_dir() -> Path:
     """The embedded data folder; ``COURSE_DATA_DIR`` overrides it (the rebuild test writes elsewhere)."""
     override = os.environ.get("COURSE_DATA_DIR")

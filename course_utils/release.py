@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import copy
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils import paths
+from course_utils import paths, project
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -37,6 +36,9 @@ COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 _NEAR_MARKER = re.compile(r"^\s*#+\s*(BEGIN|END)\s+(SOLUTION|HIDDEN\s+TESTS?)\b", re.IGNORECASE)
 _COLAB_SOLUTIONS_LINK = re.compile(r"(https://colab\.research\.google\.com/github/[^\s)\"'<>]*?)/solutions/")
 _HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+# nbval's comment markers (# NBVAL_CHECK_OUTPUT, # NBVAL_SKIP, ...) tell the test run what to compare; to a student
+# they mean nothing, so the release drops them.
+_NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_[A-Z_]+[ \t]*$")
 _EXTRAS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # Metadata that only describes one run or one editor (Colab, papermill, Jupyter timings): never released.
@@ -68,39 +70,27 @@ class ReleaseError(RuntimeError):
 
 def repo_settings(pyproject: Path | None = None) -> dict[str, str]:
     """The ``[tool.course_utils]`` table of ``pyproject.toml`` (``github_repo``, ``branch``)."""
-    path = pyproject or paths.REPO_ROOT / "pyproject.toml"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: course_utils.release needs the workbook's pyproject.toml."
-        )
-    table = _read_tool_table(path.read_text(encoding="utf-8"))
+    table = project.tool_settings(pyproject)
     settings = {"github_repo": table.get("github_repo", ""), "branch": table.get("branch", "main")}
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", settings["github_repo"]):
         raise ValueError(
-            f'{path}: set [tool.course_utils] github_repo = "owner/name" (got {settings["github_repo"]!r}).'
+            f'{pyproject or project.PYPROJECT}: set [tool.course_utils] github_repo = "owner/name" '
+            f'(got {settings["github_repo"]!r}).'
         )
     return settings
 
 
-def _read_tool_table(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        return dict(tomllib.loads(text).get("tool", {}).get("course_utils", {}))
-    # Python 3.10 has no tomllib: the table holds only ``key = "string"`` lines, which a regex reads safely.
-    match = re.search(r"^\[tool\.course_utils\]\s*$(.*?)(?=^\[|\Z)", text, re.MULTILINE | re.DOTALL)
-    body = match.group(1) if match else ""
-    return dict(re.findall(r'^\s*([A-Za-z_][\w-]*)\s*=\s*"([^"]*)"', body, re.MULTILINE))
-
-
 _SETUP_TEMPLATE = """\
-# Setup: on Google Colab, fetch the workbook and install its helper package (Colab's own torch is kept).
+# Setup: on Google Colab, fetch the workbook and install its helper package, keeping Colab's own torch.
 # Anywhere else (your machine, JupyterHub, CI) this cell does nothing.
 import os
 import subprocess
 import sys
 
 if "google.colab" in sys.modules:
+    import contextlib
+    from importlib.metadata import PackageNotFoundError, version
+
     WORKBOOK_DIR = "/content/llm-workbook"
     WORKBOOK_GIT = "https://github.com/{repo}.git"
     WORKBOOK_BRANCH = "{branch}"
@@ -108,32 +98,26 @@ if "google.colab" in sys.modules:
     if not os.path.isdir(WORKBOOK_DIR):
         clone = ["git", "clone", "--depth", "1", "--branch", WORKBOOK_BRANCH, WORKBOOK_GIT, WORKBOOK_DIR]
         subprocess.run(clone, check=True)
-    install = [sys.executable, "-m", "pip", "install", "-q", "-e", WORKBOOK_DIR + WORKBOOK_EXTRAS]
-{keep_torch}    subprocess.run(install, check=True)
+    # Pin the torch family Colab installed, so that no dependency (xformers, for one) swaps it for another build.
+    pins = []
+    for name in ("torch", "torchvision", "torchaudio"):
+        with contextlib.suppress(PackageNotFoundError):
+            pins.append(f"{{name}}=={{version(name)}}")
+    with open("/tmp/keep_colab_torch.txt", "w") as constraints:
+        constraints.write("\\n".join(pins) + "\\n")
+    install = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab_torch.txt",
+               "-e", WORKBOOK_DIR + WORKBOOK_EXTRAS]
+    subprocess.run(install, check=True)
     if WORKBOOK_DIR not in sys.path:
         sys.path.insert(0, WORKBOOK_DIR)
     os.chdir(WORKBOOK_DIR)"""
 
-
-# Only in the extras variant: an extra such as unsloth depends on xformers, whose every release is built for one
-# torch version, so pip would replace Colab's torch to satisfy it. Pinning the installed torch family as a
-# constraint makes pip choose versions that fit it, or fail, instead. (Without extras the cell is unchanged.)
-_KEEP_TORCH = """\
-    # Keep Colab's torch: the extras (unsloth -> xformers) would otherwise pull another torch build.
-    import contextlib
-    from importlib.metadata import PackageNotFoundError, version
-    pins = []
-    for name in ("torch", "torchvision", "torchaudio"):
-        with contextlib.suppress(PackageNotFoundError):
-            pins.append(f"{name}=={version(name)}")
-    with open("/tmp/keep_colab_torch.txt", "w") as constraints:
-        constraints.write("\\n".join(pins) + "\\n")
-    install[4:4] = ["-c", "/tmp/keep_colab_torch.txt"]
-"""
+# What Colab reads to open a notebook on a GPU runtime (Runtime > Change runtime type writes the same keys).
+COLAB_GPU_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 
 
 def setup_cell_source(extras: tuple[str, ...] = ()) -> str:
-    """The canonical setup cell: on Colab it clones and installs the workbook (keeping Colab's torch)."""
+    """The canonical setup cell: on Colab it clones and installs the workbook, keeping Colab's torch."""
     for extra in extras:
         if not _EXTRAS_NAME.match(extra):
             raise ValueError(
@@ -141,8 +125,7 @@ def setup_cell_source(extras: tuple[str, ...] = ()) -> str:
             )
     settings = repo_settings()
     extras_text = f"[{','.join(extras)}]" if extras else ""
-    return _SETUP_TEMPLATE.format(repo=settings["github_repo"], branch=settings["branch"], extras=extras_text,
-                                  keep_torch=_KEEP_TORCH if extras else "")
+    return _SETUP_TEMPLATE.format(repo=settings["github_repo"], branch=settings["branch"], extras=extras_text)
 
 
 def _setup_extras(source: str) -> tuple[str, ...]:
@@ -246,6 +229,11 @@ def student_source(source: str, cell_type: str = "code") -> str:
     return "\n".join(out)
 
 
+def without_nbval_markers(source: str) -> str:
+    """``source`` without nbval's marker comments (lines such as ``# NBVAL_CHECK_OUTPUT``)."""
+    return "\n".join(line for line in source.split("\n") if not _NBVAL_MARKER.match(line))
+
+
 def visible_source(source: str) -> str:
     """``source`` without its hidden-test regions (solution regions are left alone)."""
     regions = [region for region in find_regions(source) if region.kind == "hidden"]
@@ -277,6 +265,7 @@ def make_student_notebook(nb: NotebookNode) -> NotebookNode:
     student = copy.deepcopy(nb)
     for key in _NOTEBOOK_METADATA_DROPPED:
         student.metadata.pop(key, None)
+    student.metadata.update(copy.deepcopy(COLAB_GPU_METADATA))
     if isinstance(student.metadata.get("language_info"), dict):
         student.metadata["language_info"].pop("version", None)  # the author's Python version is noise
     for index, cell in enumerate(student.cells):
@@ -287,6 +276,7 @@ def make_student_notebook(nb: NotebookNode) -> NotebookNode:
         for key in _CELL_METADATA_DROPPED:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
+            cell.source = without_nbval_markers(cell.source)
             cell.outputs = []
             cell.execution_count = None
             meta = nbgrader_meta(cell)
@@ -352,7 +342,16 @@ def validate_solution_notebook(nb: NotebookNode, path: Path | str) -> list[str]:
     problems += _check_markers(cells)
     problems += _check_exercises(cells, number)
     problems += _check_secrets(cells)
+    problems += _check_colab_runtime(nb)
     return problems
+
+
+def _check_colab_runtime(nb: NotebookNode) -> list[str]:
+    colab = nb.metadata.get("colab", {})
+    if nb.metadata.get("accelerator") != "GPU" or not colab.get("gpuType"):
+        return ["notebook metadata: Colab would open it on a CPU runtime; add release.COLAB_GPU_METADATA "
+                '(accelerator "GPU", colab.gpuType) to the notebook metadata.']
+    return []
 
 
 def _check_title(cell: NotebookNode, name: str, number: str | None) -> list[str]:

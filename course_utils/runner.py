@@ -22,6 +22,7 @@ from nbformat import NotebookNode
 from course_utils import paths
 from course_utils.figures import FIGURES_ENV
 from course_utils.release import cell_tags, read_notebook, write_notebook
+from course_utils.stored_outputs import settle_progress_bars
 
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
 
@@ -137,6 +138,10 @@ def run_notebook(
         except Exception as exc:  # noqa: BLE001 - any failure is reported, and the next notebook runs
             error = exc
     seconds = time.perf_counter() - start
+    if output.exists():  # progress bars are widgets while the kernel runs; stored, each keeps its final line
+        executed = read_notebook(output)
+        if settle_progress_bars(executed):
+            write_notebook(executed, output)
     figures = _read_figures(figures_file)
     if error is None:
         return RunResult(notebook, "ok", seconds, figures=figures)

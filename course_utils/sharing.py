@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from course_utils import hub
+from course_utils.course_documents import EXAM_NOTES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -122,7 +124,7 @@ FILE_ROLES: dict[str, str] = {
     "README.md": "the model card",
 }
 
-# The fields seed 000 shows for Llama-2-7B, explained.
+# The fields the exam-question notes show for Llama-2-7B, explained.
 CONFIG_NOTES: dict[str, str] = {
     "architectures": "the class from_pretrained builds",
     "model_type": "the family: picks the config class and modeling code",
@@ -152,13 +154,13 @@ GENERATION_NOTES: dict[str, str] = {
     "eos_token_id": "generation stops at this token",
     "pad_token_id": "token used to pad batches",
 }
-# Values that seed 000 prints for meta-llama/Llama-2-7b-hf; the sizes also sit in model_specs.
-LLAMA2_SEED_VALUES: dict[str, Any] = {
+# Values that the exam-question notes print for meta-llama/Llama-2-7b-hf; the sizes also sit in model_specs.
+LLAMA2_DOCUMENTED_VALUES: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"], "head_dim": 128, "rms_norm_eps": 1e-05, "dtype": "float16",
     "rope_parameters": {"rope_theta": 10000, "rope_type": "default"}, "bos_token_id": 1, "eos_token_id": 2,
     "transformers_version": "5.2.0",
 }
-LLAMA2_SEED_GENERATION: dict[str, Any] = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_length": 4096,
+LLAMA2_DOCUMENTED_GENERATION: dict[str, Any] = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_length": 4096,
                                           "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 
 
@@ -187,11 +189,11 @@ def config_table(folder: str | os.PathLike[str], filename: str = "config.json") 
 
     ours = json.loads((Path(folder) / filename).read_text())
     if filename == "generation_config.json":
-        notes, llama = GENERATION_NOTES, LLAMA2_SEED_GENERATION
+        notes, llama = GENERATION_NOTES, LLAMA2_DOCUMENTED_GENERATION
     else:
-        notes, llama = CONFIG_NOTES, {**model_specs.get_spec("Llama-2-7B").config, **LLAMA2_SEED_VALUES}
+        notes, llama = CONFIG_NOTES, {**model_specs.get_spec("Llama-2-7B").config, **LLAMA2_DOCUMENTED_VALUES}
     return [{"field": key, "this model": _short(ours[key]) if key in ours else "-",
-             "Llama-2-7B (seed 000)": _short(llama[key]) if key in llama else "-", "meaning": note}
+             f"Llama-2-7B ({EXAM_NOTES})": _short(llama[key]) if key in llama else "-", "meaning": note}
             for key, note in notes.items() if key in ours or key in llama]
 
 
@@ -199,10 +201,24 @@ def config_table(folder: str | os.PathLike[str], filename: str = "config.json") 
 # Where the code comes from
 
 
-def describe_error(exc: BaseException, limit: int = 220) -> str:
-    """The first line of an error, shortened: enough to read what went wrong."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first[:limit]}" + ("..." if len(first) > limit else "")
+def describe_error(exc: BaseException, limit: int = 300, *, hide: str | os.PathLike[str] | None = None) -> str:
+    """An error's first line, shortened to whole sentences (about ``limit`` characters): enough to read what went
+    wrong. ``hide``, a temporary folder, is shown as ``<folder>``."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if hide is not None:
+        first = first.replace(str(hide), "<folder>")
+    if len(first) <= limit:
+        return f"{type(exc).__name__}: {first}"
+    sentences = re.split(r"(?<=[.!?])\s+", first)
+    kept = sentences[0]
+    for sentence in sentences[1:]:
+        if len(kept) + 1 + len(sentence) > limit:
+            break
+        kept += " " + sentence
+    if len(kept) > limit:  # one long sentence: cut it between words
+        kept = kept[:limit].rsplit(" ", 1)[0]
+    return f"{type(exc).__name__}: {kept} [...]"
 
 
 def _copy_folder_with_config(folder: Path, target: Path, **changes: Any) -> Path:
@@ -223,7 +239,7 @@ def try_unknown_architecture(folder: str | os.PathLike[str]) -> str:
         try:
             AutoModelForCausalLM.from_pretrained(copy)
         except (ValueError, KeyError, OSError) as exc:
-            return describe_error(exc).replace(str(copy), "<folder>")
+            return describe_error(exc, hide=copy)
     return "loaded (unexpected: this transformers knows the architecture)"
 
 
@@ -243,7 +259,7 @@ def try_remote_code_without_trust(folder: str | os.PathLike[str]) -> str:
         try:
             AutoModelForCausalLM.from_pretrained(copy, trust_remote_code=False)
         except (ValueError, OSError, RuntimeError) as exc:
-            return describe_error(exc).replace(str(copy), "<folder>")
+            return describe_error(exc, hide=copy)
     return "loaded (unexpected: the custom code was ignored)"
 
 
@@ -256,7 +272,7 @@ def try_weights_only(folder: str | os.PathLike[str]) -> str:
         try:
             AutoModelForCausalLM.from_pretrained(tmp)
         except (ValueError, OSError) as exc:
-            return describe_error(exc).replace(tmp, "<folder>")
+            return describe_error(exc, hide=tmp)
     return "loaded (unexpected)"
 
 

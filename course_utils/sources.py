@@ -7,6 +7,8 @@ embedded alternative, and says how to get either.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -32,15 +34,7 @@ class Source:
 
     def __str__(self) -> str:
         where = {"embedded": "embedded in data/", "local": "local folder", "cache": "hub cache", "hub": "the hub"}
-        return f"{self.kind} {self.name!r} from {where[self.origin]} ({_shown(self.location)})"
-
-
-def _shown(location: str) -> str:
-    """A location as printed: relative to the repository when inside it (outputs then read the same everywhere)."""
-    path = Path(location)
-    if path.is_absolute() and path.is_relative_to(paths.REPO_ROOT):
-        return str(path.relative_to(paths.REPO_ROOT))
-    return location
+        return f"{self.kind} {self.name!r} from {where[self.origin]} ({paths.display_path(self.location)})"
 
 
 def embedded_models() -> list[str]:
@@ -138,6 +132,20 @@ def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, verbose:
     return model, tokenizer
 
 
+@contextmanager
+def _no_dataset_progress_bars() -> Iterator[None]:
+    """``datasets``' progress bars off inside the block, as they were after it."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
 def load_text_dataset(name: str, split: str | None = None, *, max_examples: int | None = None):
     """Load a dataset with the ``datasets`` library: ``load_dataset("json", ...)`` for embedded ones.
 
@@ -153,7 +161,8 @@ def load_text_dataset(name: str, split: str | None = None, *, max_examples: int 
         if split is not None and split not in files:
             raise KeyError(f"Dataset {name!r} has splits {sorted(files)}, not {split!r}")
         wanted = {split: files[split]} if split else files
-        data = load_dataset("json", data_files=wanted)
+        with _no_dataset_progress_bars():  # "Generating train split" here is a local cache being built: noise
+            data = load_dataset("json", data_files=wanted)
         if max_examples is not None:
             data = DatasetDict({k: v.select(range(min(max_examples, len(v)))) for k, v in data.items()})
         return data[split] if split else data

@@ -58,9 +58,9 @@ RUNGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("+ 2x batch", "twice the sequences per step", {"batch_multiplier": 2}),
 )
 
-# The pretraining lecture's table (seed 002): GPT-2-size model, attributed by the course to one A100 GPU.
+# The pretraining lecture's table: GPT-2-size model, attributed by the course to one A100 GPU.
 # (row, tokens per second, reserved memory GB): claims, not measured here.
-SEED_LADDER: tuple[tuple[str, int, float], ...] = (
+LECTURE_LADDER: tuple[tuple[str, int, float], ...] = (
     ("Base", 12_526, 26.2422),
     ("Use tensor cores", 27_648, 26.2422),
     ("Fused AdamW optimizer", 28_399, 26.2422),
@@ -272,11 +272,11 @@ def ladder_table(rows: Sequence[LadderRow]) -> list[dict[str, Any]]:
     return table
 
 
-def seed_ladder_table() -> list[dict[str, Any]]:
+def lecture_ladder_table() -> list[dict[str, Any]]:
     """The lecture's table with each row's speed-up over its first row."""
-    base = SEED_LADDER[0][1]
+    base = LECTURE_LADDER[0][1]
     return [{"row (lecture)": name, "tokens/s": f"{tps:,}", "reserved GB": memory, "x baseline": f"{tps / base:.2f}"}
-            for name, tps, memory in SEED_LADDER]
+            for name, tps, memory in LECTURE_LADDER]
 
 
 def plot_ladder(rows: Sequence[LadderRow], title: str = "Speed ladder on this device"):
@@ -292,8 +292,8 @@ def plot_ladder(rows: Sequence[LadderRow], title: str = "Speed ladder on this de
     ours.barh([r.name for r in measured][::-1], [r.speedup for r in measured][::-1], color="#4c72b0")
     ours.axvline(1.0, color="k", lw=0.8)
     ours.set(xlabel="speed-up over the fp32 baseline", title=title)
-    base = SEED_LADDER[0][1]
-    theirs.barh([n for n, _, _ in SEED_LADDER][::-1], [t / base for _, t, _ in SEED_LADDER][::-1], color="#dd8452")
+    base = LECTURE_LADDER[0][1]
+    theirs.barh([n for n, _, _ in LECTURE_LADDER][::-1], [t / base for _, t, _ in LECTURE_LADDER][::-1], color="#dd8452")
     theirs.axvline(1.0, color="k", lw=0.8)
     theirs.set(xlabel="speed-up over its baseline", title="The lecture's table (A100, claimed)")
     for ax in (ours, theirs):

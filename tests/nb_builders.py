@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils.release import badge_url, setup_cell_source, write_notebook
+from course_utils.release import COLAB_GPU_METADATA, badge_url, setup_cell_source, write_notebook
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLE_SOLUTION = FIXTURES / "solutions" / "01_example.ipynb"
@@ -55,6 +56,7 @@ def notebook(cells: list[NotebookNode]) -> NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata.update(copy.deepcopy(COLAB_GPU_METADATA))
     nb.cells = cells
     for index, cell in enumerate(cells):
         cell["id"] = f"cell-{index}"

@@ -73,3 +73,27 @@ def test_cache_size_of_the_other_cache_layouts():
     assert kv_cache.allocated_bytes(shared) == k.numel() * 4
     with pytest.raises(ValueError, match="empty"):
         kv_cache.cache_size(arch.KVCache())
+
+
+def _run(prompt: int, step_ms: list[float]) -> kv_cache.GenerationRun:
+    return kv_cache.GenerationRun(prompt, tuple(ms / 1e3 for ms in step_ms), torch.zeros(1, 1), None, "cpu")
+
+
+def test_trend_is_written_from_the_measured_steps():
+    # without the cache each step costs 1 ms + 0.2 ms per token of the sequence it makes; with it a flat 1 ms
+    lengths = range(12, 52)  # a 10-token prompt: step 1 makes the 12th token (step 0 also read the prompt)
+    plain = _run(10, [50.0] + [1 + 0.2 * n for n in lengths])
+    cached = _run(10, [50.0] + [1.0] * len(lengths))
+    comparison = kv_cache.CacheComparison(cached, plain)
+    fixed, per_token = comparison.per_token_fit(plain)
+    assert fixed == pytest.approx(1e-3) and per_token == pytest.approx(2e-4)
+    # each row: the median of the 8 steps before it (lengths 13-20 for the row at 20)
+    without, with_cache, speedups = comparison.trend([10, 20, 40]).splitlines()
+    assert without == ("without the cache: 4.30 ms per token at length 20, 10.30 ms at 50; fitted line: 1.00 ms + "
+                       "200.0 us per token of context")
+    assert with_cache.startswith("with the cache: 1.00 ms per token at length 20") and "1.00 ms + 0.0 us" in with_cache
+    assert speedups == "speed-up by row: 4.3x, 6.3x, 10.3x: it rises at every row"
+    bumpy = kv_cache.CacheComparison(cached, _run(10, [50.0] + [1 + 0.2 * n - (5 if n > 40 else 0) for n in lengths]))
+    assert bumpy.trend([10, 20, 40]).endswith("it does not rise at every row")
+    falling = kv_cache.CacheComparison(_run(10, [50.0] + [2 - 0.01 * n for n in lengths]), plain)
+    assert "fitted line: 2.00 ms - 10.0 us per token" in falling.trend([10, 20, 40]).splitlines()[1]

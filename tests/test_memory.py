@@ -238,18 +238,18 @@ def test_markdown_table_aligns_numbers_right():
     assert text.splitlines() == ["| a  |  n |", "|----|---:|", "| x  |  1 |", "| yy | 22 |"]
 
 
-# --- the seeds' claims -------------------------------------------------------------------------------------------
+# --- the course documents' claims -------------------------------------------------------------------------------------------
 
 
 def test_claims_computed_on_real_models():
-    values = {c.statement: memory.claim_value(c)[0] for c in memory.SEED_CLAIMS}
-    # seed 000 gives the Llama-2-7b safetensors file as 13.48 GB: the 16-bit weights, computed.
+    values = {c.statement: memory.claim_value(c)[0] for c in memory.DOCUMENT_CLAIMS}
+    # the exam-question notes give the Llama-2-7b safetensors file as 13.48 GB: the 16-bit weights, computed.
     assert round(values["Llama-2-7b model.safetensors: 13.48 GB"] / 1e9, 2) == 13.48
     assert values["7B in fp32: 28 GB"] == 4 * KNOWN_TOTALS["Llama-2-7B"]
     assert 3e9 < values["7B in 4-bit / QLoRA (NF4): about 3-4 GB"] < 4e9
     assert values["7B full fine-tuning: 28 GB"] == 16 * KNOWN_TOTALS["Llama-2-7B"]
     table = memory.claims_table()
-    assert table.count("\n") == len(memory.SEED_CLAIMS) + 1
+    assert table.count("\n") == len(memory.DOCUMENT_CLAIMS) + 1
 
 
 def test_fact_tables():

@@ -19,7 +19,12 @@ from test_grading import ANSWERS, INITIALS_WRONG, SQUARES_NOT_EMPTY, _student, _
 
 from course_utils import paths
 from course_utils.grading import grade_submissions
-from course_utils.release import make_student_notebook, read_notebook, solution_notebooks
+from course_utils.release import (
+    make_student_notebook,
+    read_notebook,
+    solution_notebooks,
+    without_nbval_markers,
+)
 
 nbgrader = pytest.importorskip("nbgrader", reason="nbgrader is not installed (pip install nbgrader)")
 
@@ -60,8 +65,10 @@ def test_nbgrader_preprocessors_make_the_same_student_cells_as_our_release(nb):
 
 
 def _sources(nb) -> list[str]:
-    """Cell sources; the Colab badge compared as our release writes it (nbgrader leaves it on solutions/)."""
-    return [cell.source.replace("/blob/main/solutions/", "/blob/main/notebooks/") for cell in nb.cells]
+    """Cell sources as our release writes them: the Colab badge on notebooks/ and no nbval markers (nbgrader keeps
+    both as they are)."""
+    return [without_nbval_markers(cell.source.replace("/blob/main/solutions/", "/blob/main/notebooks/"))
+            for cell in nb.cells]
 
 
 def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:

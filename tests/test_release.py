@@ -37,6 +37,7 @@ from course_utils.release import (
     solution_notebooks,
     student_source,
     validate_solution_notebook,
+    without_nbval_markers,
 )
 
 REAL_SOLUTIONS = solution_notebooks(paths.solutions_dir())
@@ -170,9 +171,11 @@ def _colab_run(nb):
     return nb
 
 
-def test_outputs_counts_and_colab_metadata_are_cleared():
+def test_outputs_counts_and_colab_run_state_are_cleared_but_the_gpu_runtime_is_kept():
     student = make_student_notebook(_colab_run(example_solution()))
-    assert set(student.metadata) == {"kernelspec", "language_info"}
+    assert set(student.metadata) == {"kernelspec", "language_info", "accelerator", "colab"}
+    assert student.metadata["accelerator"] == "GPU"
+    assert student.metadata["colab"] == {"gpuType": "T4", "provenance": []}  # no gpuClass, no provenance of a run
     assert "version" not in student.metadata["language_info"]
     for cell in student.cells:
         assert not {"colab", "id", "executionInfo", "outputId", "papermill", "execution"} & set(cell.metadata)
@@ -211,6 +214,17 @@ def test_hidden_tests_and_solution_are_gone_from_the_student_notebook():
     assert 'checks.passed(\\"word_count counts words\\")' in text
 
 
+def test_nbval_markers_are_left_out_of_the_student_notebook():
+    solution = example_solution()
+    marked = next(cell for cell in solution.cells if "NBVAL_CHECK_OUTPUT" in cell.source)
+    student = make_student_notebook(solution)
+    released = next(cell for cell in student.cells if cell.id == marked.id)
+    assert "NBVAL" not in notebook_text(student)
+    assert released.source == marked.source.replace("# NBVAL_CHECK_OUTPUT\n", "")
+    assert without_nbval_markers("x = 1  # NBVAL_CHECK_OUTPUT is only a marker alone on its line") == (
+        "x = 1  # NBVAL_CHECK_OUTPUT is only a marker alone on its line")
+
+
 def test_make_student_notebook_is_pure_and_deterministic():
     solution = _colab_run(example_solution())
     before = notebook_text(solution)
@@ -247,7 +261,8 @@ def test_setup_cell_clones_and_installs_on_colab(monkeypatch):
     assert (
         f"https://github.com/{settings['github_repo']}.git" in clone and clone[-1] == "/content/llm-workbook"
     )
-    assert install == [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/llm-workbook"]
+    assert install == [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab_torch.txt",
+                       "-e", "/content/llm-workbook"]
     assert chdir == ["chdir", "/content/llm-workbook"]
 
 
@@ -507,3 +522,26 @@ def test_no_solution_text_leaks_into_notebooks(path):
 def test_a_notebook_without_exercises_is_valid():
     nb = notebook([*header_cells("07_other.ipynb"), code("x = 1")])
     assert validate_solution_notebook(nb, Path("07_other.ipynb")) == []
+
+
+@pytest.mark.parametrize("folder", ["solutions", "notebooks"])
+def test_every_notebook_opens_on_a_colab_gpu_and_keeps_colabs_torch(folder, monkeypatch):
+    from course_utils import paths
+
+    names = [p.name for p in solution_notebooks()]
+    for name in names:
+        nb = read_notebook(paths.REPO_ROOT / folder / name)
+        assert nb.metadata.get("accelerator") == "GPU" and nb.metadata["colab"]["gpuType"], name
+        setup = nb.cells[1].source
+        calls = _run_setup(setup, monkeypatch, on_colab=True)
+        install = next(call for call in calls if call[:4] == [sys.executable, "-m", "pip", "install"])
+        assert install[install.index("-c") + 1] == "/tmp/keep_colab_torch.txt", name
+        pins = Path("/tmp/keep_colab_torch.txt").read_text().split()
+        assert any(pin.startswith("torch==") for pin in pins), (name, pins)
+
+
+def test_a_notebook_without_the_gpu_runtime_is_refused():
+    solution = example_solution()
+    for key in ("accelerator", "colab"):
+        solution.metadata.pop(key, None)
+    assert any("CPU runtime" in p for p in validate_solution_notebook(solution, "01_example.ipynb"))

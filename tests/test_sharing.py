@@ -19,10 +19,10 @@ def test_folder_table_explains_every_model_file():
 
 def test_config_tables_put_llama2_beside_the_tiny_model():
     rows = {r["field"]: r for r in sharing.config_table(TINY)}
-    assert rows["hidden_size"]["this model"] == "128" and rows["hidden_size"]["Llama-2-7B (seed 000)"] == "4096"
-    assert rows["num_key_value_heads"]["Llama-2-7B (seed 000)"] == "32"
+    assert rows["hidden_size"]["this model"] == "128" and rows["hidden_size"]["Llama-2-7B (exam-question notes)"] == "4096"
+    assert rows["num_key_value_heads"]["Llama-2-7B (exam-question notes)"] == "32"
     generation = {r["field"]: r for r in sharing.config_table(TINY, "generation_config.json")}
-    assert generation["temperature"]["Llama-2-7B (seed 000)"] == "0.6"
+    assert generation["temperature"]["Llama-2-7B (exam-question notes)"] == "0.6"
     assert generation["top_p"]["this model"] == "-"
 
 
@@ -83,3 +83,13 @@ def test_a_fresh_process_reproduces_the_logits(tmp_path):
     result = sharing.compare_logits(reference, report.logits)
     assert result["same top token everywhere"] and result["max |difference|"] < 1e-4
     assert report.model_class == "LlamaForCausalLM" and report.modeling_module.endswith("modeling_llama.py")
+
+
+def test_describe_error_keeps_whole_sentences_and_hides_the_folder():
+    many = ValueError("First sentence is here. " * 20 + "\nsecond line")
+    shown = sharing.describe_error(many, limit=60)
+    assert shown == "ValueError: First sentence is here. First sentence is here. [...]"
+    long_one = KeyError("word " * 100)
+    assert sharing.describe_error(long_one, limit=22).endswith("'word word word word [...]")
+    assert sharing.describe_error(OSError("no config in /tmp/abc/x"), hide="/tmp/abc/x") == (
+        "OSError: no config in <folder>")

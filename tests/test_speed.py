@@ -11,9 +11,9 @@ from course_utils.speed import (
     SavedTensorBytes,
     SpeedSettings,
     ladder_table,
+    lecture_ladder_table,
     measure_training_speed,
     run_ladder,
-    seed_ladder_table,
     why_not,
 )
 
@@ -76,6 +76,6 @@ def test_a_slower_change_is_dropped(monkeypatch):
 
 
 def test_the_lectures_table():
-    rows = seed_ladder_table()
+    rows = lecture_ladder_table()
     assert rows[0]["tokens/s"] == "12,526" and rows[-1]["tokens/s"] == "112,046"
     assert rows[-1]["x baseline"] == "8.95"

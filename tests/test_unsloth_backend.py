@@ -88,8 +88,8 @@ def test_sft_trainer_keeps_our_labels(tmp_path):
     assert trainer.args.max_steps == 1 and trainer.args.learning_rate == 1e-3
 
 
-def test_setup_cell_keeps_colabs_torch_only_with_extras():
+def test_setup_cell_keeps_colabs_torch_with_or_without_extras():
     with_gpu = release.setup_cell_source(("gpu",))
     assert "[gpu]" in with_gpu and "keep_colab_torch" in with_gpu
-    assert "keep_colab_torch" not in release.setup_cell_source()
+    assert "keep_colab_torch" in release.setup_cell_source()
     compile(with_gpu, "setup", "exec")

@@ -82,7 +82,7 @@ def tiny_llama_shapes() -> list[tuple[int, int]]:
 
 def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int]) -> None:
     """``lora_parameter_count(shapes, r)``: trainable LoRA parameters over layers of shape ``(d_out, d_in)``."""
-    cases = [([(4096, 4096)], 16, "one 4096 x 4096 layer (the seeds' example)"),
+    cases = [([(4096, 4096)], 16, "one 4096 x 4096 layer (the workshop guide's example)"),
              ([(11008, 4096)], 8, "one 11008 x 4096 MLP layer"),
              (tiny_llama_shapes(), 16, "every q,k,v,o,gate,up,down layer of tiny-llama"),
              ([(10, 3), (5, 10), (7, 7)], 2, "three small layers")]
