@@ -86,6 +86,10 @@ def test_every_rule_is_documented_for_students_and_instructors():
     assert all(rule for rule in RULES) and "stricter" in documented
     text = (Path(safetensors_io.__file__).parents[1] / "docs" / "safetensors_rules.md").read_text("utf-8")
     assert all(f"`{rule}`" in text for rule in RULES), "docs/safetensors_rules.md misses a rule"
+    prose = " ".join(text.split())
+    assert f"takes more than {safetensors_fuzz.TIME_LIMIT:g} seconds" in prose
+    assert f"stopped after {safetensors_fuzz.HANG_LIMIT:g}: a hang" in prose
+    assert f"allocates more than {safetensors_fuzz.MEMORY_FACTOR} times the input's size" in prose
 
 
 def test_the_damage_table_of_notebook_01_agrees_with_the_library(scratch):
@@ -154,6 +158,14 @@ def test_compare_catches_crashes_hangs_allocations_and_false_claims(monkeypatch,
     monkeypatch.setattr(safetensors_fuzz, "parse_bytes", parse_bytes)
     monkeypatch.setattr(safetensors_fuzz, "TIME_LIMIT", 0.0)
     assert "took" in safetensors_fuzz.compare(VALID[0][1], scratch).failure.problem
+
+    def hang(data):
+        while True:
+            pass
+
+    _broken(monkeypatch, hang)
+    monkeypatch.setattr(safetensors_fuzz, "HANG_LIMIT", 0.5)
+    assert "it hangs" in safetensors_fuzz.compare(VALID[0][1], scratch).failure.problem
 
 
 def test_the_fuzzer_finds_a_known_bug(monkeypatch):
