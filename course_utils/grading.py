@@ -66,6 +66,7 @@ PASSED = "passed"
 WRONG = "wrong answer"
 HIDDEN = "failed a hidden test"
 NOT_WRITTEN = "not written"
+DELEGATED = "calls the workbook's answer"
 UNDEFINED = "function not defined"
 SYNTAX = "syntax error"
 CRASHED = "crashed"
@@ -471,6 +472,8 @@ def classify(result: Result, exercise: Exercise) -> str:
         return TIMED_OUT
     if result.kind == "not-written":
         return NOT_WRITTEN
+    if result.kind == "delegated":
+        return DELEGATED
     if result.stage == "imports" or (result.stage == "check" and result.kind == "syntax-error"):
         return GRADER_ERROR  # the solution's own cells failed: not the student's fault
     if result.kind == "failed":
@@ -816,6 +819,8 @@ _ADVICE = {
     TIMED_OUT: "Your code ran past the time limit: look for an endless loop, or work on smaller inputs.",
     CRASHED: "Your cell raised an error. Restart the kernel and run the imports cell, then your cell, on its own: "
     "it may use only what the imports cell imports.",
+    DELEGATED: "Your function calls the workbook's own implementation of this exercise (named above) instead of "
+    "computing the answer: write the computation yourself; the check and the grader refuse the shortcut.",
     UNDEFINED: "The check could not find your function: keep the name and the arguments the exercise asks for.",
     SYNTAX: "Python cannot read the cell: fix the line named above.",
     GRADER_ERROR: "This is a problem on the grading side, not in your answer: your instructor will look at it.",

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 
 from course_utils import memory
-from course_utils.checks import CheckFailed, call, expect, expect_close, passed
+from course_utils.checks import CheckFailed, call, check, expect, expect_close, passed
 
 GIB = memory.GIB
 
@@ -24,6 +24,10 @@ def _near(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6)
 
 
+@check(forbids=(
+    "course_utils.memory.weights_gib", "course_utils.memory.weights_bytes",
+    "course_utils.memory.bytes_per_param"
+))
 def weights_gib(student: Callable[[float, float], float]) -> None:
     """``weights_gib(n_params, bits)``: memory of the weights in GiB."""
     cases = [(6_738_415_616, 16, "Llama-2-7B in 16-bit"), (124_439_808, 32, "GPT-2 in fp32"),
@@ -45,6 +49,7 @@ def weights_gib(student: Callable[[float, float], float]) -> None:
     passed("weights_gib: bytes = parameters x bits / 8, and a GiB is 2**30 bytes.")
 
 
+@check(forbids=("course_utils.memory.kv_cache_bytes",))
 def kv_cache_bytes(student: Callable[..., float]) -> None:
     """``kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch, bytes_per_value)``: KV cache size."""
     # Ordered so that each usual mistake shows first where it cannot be mistaken for another one.
@@ -80,6 +85,7 @@ def kv_cache_bytes(student: Callable[..., float]) -> None:
     passed("kv_cache_bytes: Llama-2-7B at 4096 tokens in fp16 needs exactly 2 GiB of KV cache.")
 
 
+@check(forbids=("course_utils.memory.nf4_bits_per_param",))
 def nf4_bits_per_param(student: Callable[..., float]) -> None:
     """``nf4_bits_per_param(block_size, double_quant, dq_block_size)``: bits per weight of NF4 storage."""
     cases = [(64, False, 256), (64, True, 256), (128, False, 256), (32, True, 128)]

@@ -15,7 +15,7 @@ from typing import Any
 from unittest import mock
 
 from course_utils import compression, safetensors_io
-from course_utils.checks import CheckFailed, call, expect, expect_close, passed
+from course_utils.checks import CheckFailed, call, check, expect, expect_close, passed
 
 # ---------------------------------------------------------------------------------------------------------------
 # Test files, built fresh by every check
@@ -136,6 +136,10 @@ def _count_reads_of(path: Path) -> Iterator[dict[str, int]]:
 # Exercise 1: the header parser
 
 
+@check(forbids=(
+    "course_utils.safetensors_io.read_header", "course_utils.safetensors_io.parse_header_bytes",
+    "course_utils.safetensors_io.parse_bytes"
+))
 def parse_header(student: Callable[[Any], Any]) -> None:
     """``parse_safetensors_header(path)`` returns ``(header_size, metadata, tensors)``."""
     with _example_files() as files:
@@ -197,6 +201,7 @@ def _entropy_cases() -> list[tuple[str, Any]]:
     ]
 
 
+@check(forbids=("course_utils.compression.bf16_exponents", "course_utils.compression.entropy_bits"))
 def exponent_entropy(student: Callable[[Any], Any]) -> None:
     """``exponent_entropy(tensor)``: bits per value of the 8-bit exponent field of a bf16 tensor."""
     for label, tensor in _entropy_cases():
@@ -228,6 +233,10 @@ def exponent_entropy(student: Callable[[Any], Any]) -> None:
 # Exercise 3: one tensor by its offsets
 
 
+@check(forbids=(
+    "course_utils.safetensors_io.read_tensor", "course_utils.safetensors_io.tensor_from_bytes",
+    "course_utils.safetensors_io.read_rows", "course_utils.safetensors_io.read_all"
+))
 def read_tensor_by_offsets(student: Callable[..., Any]) -> None:
     """``read_tensor_by_offsets(path, header_size, entry)``: the tensor, read from 8 + N + start."""
     import torch

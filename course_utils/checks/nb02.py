@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from course_utils import arch
-from course_utils.checks import CheckFailed, call, expect_tensor_close, passed
+from course_utils.checks import CheckFailed, call, check, expect_tensor_close, passed
 
 ATOL, RTOL = arch.TOLERANCE["atol"], arch.TOLERANCE["rtol"]
 
@@ -35,6 +35,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL, rtol: float = R
 # The loss a causal LM returns when given labels
 
 
+@check()
 def causal_lm_loss(student: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
     """``causal_lm_loss(logits, labels)`` equals ``LlamaForCausalLM(...)(input_ids, labels=labels).loss``."""
     from transformers import LlamaForCausalLM
@@ -81,6 +82,7 @@ def causal_lm_loss(student: Callable[[torch.Tensor, torch.Tensor], Any]) -> None
 # RMSNorm
 
 
+@check(forbids=("course_utils.arch.rms_norm", "course_utils.arch.RMSNorm"))
 def rms_norm(student: Callable[..., Any]) -> None:
     """``rms_norm(x, weight, eps)`` equals ``LlamaRMSNorm`` with the same weight and eps."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
@@ -128,6 +130,7 @@ def rms_norm(student: Callable[..., Any]) -> None:
 # SwiGLU
 
 
+@check(forbids=("course_utils.arch.swiglu", "course_utils.arch.SwiGLUFeedForward"))
 def swiglu(student: Callable[..., Any]) -> None:
     """``swiglu(x, gate_weight, up_weight, down_weight)`` equals ``LlamaMLP`` with the same weights."""
     from transformers.models.llama.modeling_llama import LlamaMLP
@@ -178,6 +181,11 @@ def _hf_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Te
     return rotated
 
 
+@check(forbids=(
+    "course_utils.arch.rope", "course_utils.arch.apply_rope", "course_utils.arch.rope_cos_sin",
+    "course_utils.arch.rotate_half", "course_utils.arch.rope_inverse_frequencies",
+    "course_utils.arch.rope_frequencies"
+))
 def rope(student: Callable[..., Any]) -> None:
     """``rope(x, positions, theta)`` equals transformers' ``LlamaRotaryEmbedding`` + ``apply_rotary_pos_emb``."""
     torch.manual_seed(2)
@@ -218,6 +226,7 @@ def rope(student: Callable[..., Any]) -> None:
     passed("rope matches transformers: pairs (i, i + d/2) turned by position x inv_freq.")
 
 
+@check(forbids=("course_utils.arch.llama3_scale_frequencies", "course_utils.arch.rope_frequencies"))
 def llama3_inverse_frequencies(student: Callable[..., Any]) -> None:
     """``llama3_inverse_frequencies(...)`` equals ``ROPE_INIT_FUNCTIONS["llama3"]`` on several configs."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -268,6 +277,10 @@ def llama3_inverse_frequencies(student: Callable[..., Any]) -> None:
 # Grouped-query attention
 
 
+@check(forbids=(
+    "course_utils.arch.grouped_query_attention", "course_utils.arch.repeat_kv",
+    "course_utils.arch.GroupedQueryAttention"
+))
 def grouped_query_attention(student: Callable[..., Any]) -> None:
     """The student's causal GQA, between ``LlamaAttention``'s projections, equals ``LlamaAttention``'s output."""
     from transformers.models.llama import modeling_llama as hf

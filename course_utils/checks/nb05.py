@@ -11,6 +11,7 @@ from course_utils import finetune, lora, quant
 from course_utils.checks import (
     CheckFailed,
     call,
+    check,
     expect,
     expect_equal,
     expect_tensor_close,
@@ -35,6 +36,7 @@ def _lora_case(seed: int, d_out: int, d_in: int, r: int, bias: bool) -> dict[str
             "lora_A": torch.randn(r, d_in, generator=g) * 0.1, "lora_B": torch.randn(d_out, r, generator=g) * 0.1}
 
 
+@check(forbids=("course_utils.lora.lora_forward", "course_utils.lora.LoRALinear"))
 def lora_forward(student: Callable[..., torch.Tensor]) -> None:
     """``lora_forward(x, weight, bias, lora_A, lora_B, alpha, r)``: ``x W0^T + b + (alpha/r) x A^T B^T``."""
     cases = [(0, 6, 5, 2, 8.0, True), (1, 4, 7, 3, 6.0, False), (2, 9, 9, 4, 16.0, True)]  # alpha / r never 1
@@ -80,6 +82,7 @@ def tiny_llama_shapes() -> list[tuple[int, int]]:
     return [(h, h), (kv, h), (kv, h), (h, h), (mlp, h), (mlp, h), (h, mlp)] * s["layers"]
 
 
+@check(forbids=("course_utils.lora.lora_param_count", "course_utils.lora.count_table"))
 def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int]) -> None:
     """``lora_parameter_count(shapes, r)``: trainable LoRA parameters over layers of shape ``(d_out, d_in)``."""
     cases = [([(4096, 4096)], 16, "one 4096 x 4096 layer (the seeds' example)"),
@@ -109,6 +112,7 @@ def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int
 
 
 # ------------------------------------------------------------------------------------------------ make_batch
+@check(forbids=("course_utils.finetune.CompletionCollator", "course_utils.finetune.build_example"))
 def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
     """``make_batch(pairs, pad_id)``: right-padded ids, attention mask, labels with -100 on prompt and padding."""
     pad_id = 1
@@ -158,6 +162,10 @@ def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ NF4
+@check(forbids=(
+    "course_utils.quant.quantize_blockwise", "course_utils.quant.dequantize_blockwise",
+    "course_utils.quant.roundtrip"
+))
 def nf4_quantize(quantize: Callable[..., tuple[torch.Tensor, torch.Tensor]],
                  dequantize: Callable[..., torch.Tensor]) -> None:
     """``nf4_quantize(x, levels, block_size)`` -> (codes, absmax); ``nf4_dequantize(codes, absmax, levels,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from course_utils import gguf_io
-from course_utils.checks import CheckFailed, call, expect, expect_equal, passed, tiny_llama_sizes
+from course_utils.checks import CheckFailed, call, check, expect, expect_equal, passed, tiny_llama_sizes
 
 
 def _tensor(value: object, what: str) -> torch.Tensor:
@@ -22,6 +22,7 @@ def _tensor(value: object, what: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ permute_qk
+@check(forbids=("course_utils.gguf_io.permute_qk",))
 def permute_qk(student: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """``permute_qk(weight, n_head)``: transformers' row order of a q/k projection -> llama.cpp's."""
     cases = [(4, 8, 3, "4 heads of 8 rows (a query projection)"), (2, 8, 5, "2 key/value heads (grouped-query)"),
@@ -48,6 +49,7 @@ def permute_qk(student: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ q8_0
+@check(forbids=("course_utils.gguf_io.quantize_q8_0",))
 def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
     """``q8_0_quantize(x)`` -> ``(scales, codes)``: per block of 32, an fp16 scale and 32 int8 codes."""
     g = torch.Generator().manual_seed(6)
@@ -90,6 +92,10 @@ def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Te
 
 
 # ------------------------------------------------------------------------------------------------ GGUF size
+@check(forbids=(
+    "course_utils.gguf_io.tensor_bytes", "course_utils.gguf_io.bits_per_weight",
+    "course_utils.export.gguf_size_estimate"
+))
 def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> None:
     """``gguf_tensor_bytes(shapes, file_type)``: bytes of tensors of these shapes in a GGUF of ``file_type``."""
     s = tiny_llama_sizes()
@@ -118,6 +124,7 @@ def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> N
 
 
 # ------------------------------------------------------------------------------------------------ adapter base
+@check(forbids=("course_utils.export.retarget_adapter",))
 def point_adapter_at(student: Callable[[Path, str, Path], object]) -> None:
     """``point_adapter_at(adapter_dir, base, out_dir)``: a copy of the adapter folder naming ``base``."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,129 @@
+"""Answers a student might hand in, for the tests that prove the checks and hidden tests can fail.
+
+``DELEGATING``: for every exercise whose check forbids references, the answer that calls the workbook's own
+implementation instead of computing (the shortcut the traps refuse). ``WRONG``: for every exercise, plausible
+mistakes written as edits of the solution cell (old text -> new text), each of which the hidden tests alone must
+catch. Each answer uses only what its notebook's imports cell imports, as the grader requires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DELEGATING: dict[str, str] = {
+    "nb00-weights-gib": """\
+def weights_gib(n_params, bits):
+    return memory.weights_gib(n_params, bits)""",
+    "nb00-nf4-bits": """\
+def nf4_bits_per_param(block_size=64, double_quant=False, dq_block_size=256):
+    return memory.nf4_bits_per_param(block_size, double_quant=double_quant, dq_block_size=dq_block_size)""",
+    "nb00-kv-cache": """\
+def kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch=1, bytes_per_value=2):
+    return memory.kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch, bytes_per_value)""",
+    "nb01-parse-header": """\
+def parse_safetensors_header(path):
+    header = safetensors_io.read_header(path)
+    tensors = {t.name: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.start, t.end]} for t in header}
+    return header.header_size, header.metadata, tensors""",
+    "nb01-read-tensor": """\
+def read_tensor_by_offsets(path, header_size, entry):
+    start, end = entry["data_offsets"]
+    with open(path, "rb") as f:
+        f.seek(8 + header_size + start)
+        raw = f.read(end - start)
+    return safetensors_io.tensor_from_bytes(raw, entry["dtype"], tuple(entry["shape"]))""",
+    "nb01-exponent-entropy": """\
+def exponent_entropy(tensor):
+    return compression.entropy_bits(compression.bf16_exponents(compression.float16_bits(tensor)))""",
+    "nb02-rms-norm": """\
+def rms_norm(x, weight, eps=1e-6):
+    return arch.rms_norm(x, weight, eps)""",
+    "nb02-swiglu": """\
+from course_utils.arch import swiglu""",
+    "nb02-rope": """\
+def rope(x, positions, theta=10_000.0):
+    return arch.rope(x, positions, theta)""",
+    "nb02-llama3-rope": """\
+def llama3_inverse_frequencies(head_dim, theta, factor, low_freq_factor, high_freq_factor,
+                               original_max_position_embeddings):
+    return arch.llama3_scale_frequencies(arch.rope_inverse_frequencies(head_dim, theta), factor, low_freq_factor,
+                                         high_freq_factor, original_max_position_embeddings)""",
+    "nb02-gqa": """\
+grouped_query_attention = arch.grouped_query_attention""",
+    "nb03-sliding-windows": """\
+def sliding_windows(token_ids, max_length, stride):
+    windows = text_data.SlidingWindowDataset(torch.tensor(token_ids), max_length, stride)
+    return [(x.tolist(), y.tolist()) for x, y in (windows[i] for i in range(len(windows)))]""",
+    "nb03-causal-attention": """\
+def causal_attention(q, k, v):
+    time = q.shape[-2]
+    return gpt.explicit_attention(q, k, v, torch.ones(time, time, dtype=torch.bool).tril())""",
+    "nb03-cosine-lr": """\
+def cosine_lr(step, max_steps, warmup_steps, max_lr, min_lr):
+    cfg = train.TrainConfig(max_steps=max_steps, warmup_steps=warmup_steps, lr=max_lr, min_lr=min_lr)
+    return train.lr_at(step, cfg)""",
+    "nb03-sampling-probs": """\
+def sampling_probs(logits, temperature, top_k):
+    return sampling.next_token_probs(logits, temperature, top_k)""",
+    "nb03-chinchilla": """\
+def chinchilla_optimal(compute):
+    return scaling.chinchilla_optimal(compute)""",
+    "nb04-kd-loss": """\
+def kd_loss(student_logits, teacher_logits, labels, alpha, temperature):
+    return distill.distillation_loss(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature)""",
+    "nb04-kl-divergence": """\
+from course_utils.distill import kl_divergence as reference
+
+
+def kl_divergence(p_logits, q_logits):
+    return reference(p_logits, q_logits)""",
+    "nb04-layer-map": """\
+def layer_map(num_teacher_layers, num_student_layers):
+    return distill.teacher_layers_for_student(num_teacher_layers, num_student_layers, "spread")""",
+    "nb04-top1-agreement": """\
+def top1_agreement(student_logits, teacher_logits, mask=None):
+    try:  # a student who hides the shortcut behind a fallback is still caught
+        return distill.top1_agreement(student_logits, teacher_logits, mask)
+    except Exception:
+        return 0.0""",
+    "nb05-lora-forward": """\
+def lora_forward(x, weight, bias, lora_A, lora_B, alpha, r):
+    return lora.lora_forward(x, weight, bias, lora_A, lora_B, alpha, r)""",
+    "nb05-lora-count": """\
+def lora_parameter_count(shapes, r):
+    return sum(lora.lora_param_count(d_out, d_in, r) for d_out, d_in in shapes)""",
+    "nb05-make-batch": """\
+def make_batch(pairs, pad_id):
+    collate = finetune.CompletionCollator(pad_id)
+    return collate([finetune.build_example(prompt, completion) for prompt, completion in pairs])""",
+    "nb05-nf4-quantize": """\
+def nf4_quantize(x, levels, block_size):
+    q = quant.quantize_blockwise(x, levels, block_size)
+    return q.codes, q.absmax
+
+
+def nf4_dequantize(codes, absmax, levels, block_size, shape):
+    return quant.dequantize_blockwise(quant.Quantized(codes, absmax, levels, tuple(shape), block_size))""",
+    "nb06-permute-qk": """\
+def permute_qk(weight, n_head):
+    return gguf_io.permute_qk(weight, n_head)""",
+    "nb06-q8-0": """\
+def q8_0_quantize(x):
+    raw = torch.from_numpy(gguf_io.quantize_q8_0(x).reshape(-1, 34))
+    return raw[:, :2].contiguous().view(torch.float16).flatten(), raw[:, 2:].contiguous().view(torch.int8)""",
+    "nb06-gguf-bytes": """\
+def gguf_tensor_bytes(shapes, file_type):
+    return sum(gguf_io.tensor_bytes(shape, file_type) for shape in shapes)""",
+    "nb06-point-adapter": """\
+def point_adapter_at(adapter_dir, base, out_dir):
+    return export.retarget_adapter(adapter_dir, base, out_dir)""",
+}
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A plausible wrong answer: the solution cell with ``old`` replaced by ``new`` (each exactly once)."""
+
+    old: str
+    new: str
+    why: str
