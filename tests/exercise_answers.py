@@ -127,3 +127,125 @@ class Mistake:
     old: str
     new: str
     why: str
+
+
+WRONG: dict[str, list[Mistake]] = {
+    "nb00-weights-gib": [
+        Mistake("/ 2**30", "/ 1e9", "GB instead of GiB"),
+        Mistake("n_params * bits / 8", "n_params * bits", "bits taken for bytes (a missing scale)"),
+    ],
+    "nb00-nf4-bits": [
+        Mistake(" + 32 / (block_size * dq_block_size)", "", "the second-level constant forgotten"),
+        Mistake("return 4 + 32 / block_size", "return 32 / block_size", "the 4 bits of the weight forgotten"),
+    ],
+    "nb00-kv-cache": [
+        Mistake("2 * n_layers", "n_layers", "keys only, no values"),
+        Mistake(" * batch", "", "one sequence, whatever the batch"),
+    ],
+    "nb01-parse-header": [
+        Mistake('header.pop("__metadata__", {})', 'header.get("__metadata__", {})', "__metadata__ left among tensors"),
+        Mistake('"<Q"', '">Q"', "big-endian length"),
+    ],
+    "nb01-read-tensor": [
+        Mistake("f.seek(8 + header_size + start)", "f.seek(header_size + start)", "the 8-byte length forgotten"),
+    ],
+    "nb01-exponent-entropy": [
+        Mistake("(bits >> 7) & 0xFF", "bits >> 8", "the high byte instead of the exponent field"),
+        Mistake("np.log2(p)", "np.log(p)", "nats instead of bits"),
+    ],
+    "nb02-causal-lm-loss": [
+        Mistake("logits[:, :-1]", "logits", "no shift (logits at t against label t)"),
+        Mistake("labels[:, 1:].reshape(-1),", "labels.reshape(-1), reduction='sum',", "sum instead of mean"),
+    ],
+    "nb02-rms-norm": [
+        Mistake("x32.pow(2).mean(dim=-1, keepdim=True)", "x32.pow(2).sum(dim=-1, keepdim=True)", "sum, not mean"),
+        Mistake("return weight * normed", "return normed", "the gain forgotten"),
+    ],
+    "nb02-swiglu": [
+        Mistake("gate * torch.sigmoid(gate)", "torch.sigmoid(gate)", "a sigmoid gate instead of SiLU"),
+        Mistake("(gate * torch.sigmoid(gate) * (x @ up_weight.T))",
+                "(gate * torch.sigmoid(x @ up_weight.T) * (x @ up_weight.T))", "SiLU on the wrong projection"),
+    ],
+    "nb02-rope": [
+        Mistake("x * angles.cos() + rotated_half", "x * angles.cos() - rotated_half", "rotation the wrong way"),
+        Mistake("positions[:, None].float()", "torch.arange(x.shape[-2])[:, None].float()",
+                "positions ignored (0, 1, 2, ...)"),
+    ],
+    "nb02-llama3-rope": [
+        Mistake("inv_freq / factor, blended)", "inv_freq * factor, blended)", "slow frequencies multiplied"),
+    ],
+    "nb02-gqa": [
+        Mistake("k = k.repeat_interleave(group, dim=1)\n    v = v.repeat_interleave(group, dim=1)",
+                "k = k.repeat(1, group, 1, 1)\n    v = v.repeat(1, group, 1, 1)", "heads tiled, not grouped"),
+        Mistake("scores.masked_fill(~visible, float(\"-inf\"))", "scores", "no causal mask"),
+    ],
+    "nb03-sliding-windows": [
+        Mistake("len(token_ids) - max_length, stride", "len(token_ids) - max_length + 1, stride",
+                "off by one: a last window without its final target"),
+        Mistake("token_ids[start + 1 : start + max_length + 1]", "token_ids[start : start + max_length]",
+                "targets not shifted"),
+    ],
+    "nb03-causal-attention": [
+        Mistake("    scores = scores.masked_fill(future, float(\"-inf\"))\n", "", "no causal mask"),
+        Mistake("diagonal=1", "diagonal=0", "the diagonal masked too (a token cannot see itself)"),
+    ],
+    "nb03-cosine-lr": [
+        Mistake("max_lr * (step + 1) / warmup_steps", "max_lr * step / warmup_steps", "off by one: step 0 at 0"),
+        Mistake("math.cos(math.pi * progress)", "math.cos(progress)", "cosine without pi"),
+    ],
+    "nb03-sampling-probs": [
+        Mistake("logits / temperature", "logits * temperature", "temperature multiplied"),
+        Mistake("logits < kth_largest", "logits <= kth_largest", "the k-th largest itself filtered out"),
+    ],
+    "nb03-chinchilla": [
+        Mistake("compute / (6 * 20)", "compute / 20", "C = N D, the 6 FLOPs per parameter and token forgotten"),
+        Mistake("return n_params, 20 * n_params", "return n_params, n_params / 20", "tokens divided, not multiplied"),
+    ],
+    "nb04-kd-loss": [
+        Mistake("alpha * temperature**2 * soft", "alpha * soft", "the T**2 scale forgotten"),
+        Mistake("F.kl_div(log_p_student, log_p_teacher,", "F.kl_div(log_p_teacher, log_p_student,",
+                "KL the wrong way round"),
+    ],
+    "nb04-kl-divergence": [
+        Mistake("log_p.exp() * (log_p - log_q)", "log_q.exp() * (log_q - log_p)", "KL(q || p) instead"),
+        Mistake(".sum(dim=-1)", ".sum(dim=0)", "summed over the wrong axis"),
+    ],
+    "nb04-layer-map": [
+        Mistake("int(i * step + 0.5)", "int(i * step)", "rounded down"),
+        Mistake("(num_teacher_layers - 1) / (num_student_layers - 1)", "num_teacher_layers / num_student_layers",
+                "off by one: the last layer missed"),
+    ],
+    "nb04-top1-agreement": [
+        Mistake("    if mask is not None:\n        same = same[mask]\n", "", "the mask ignored"),
+        Mistake("same.float().mean()", "same.float().sum()", "a count, not a fraction"),
+    ],
+    "nb05-lora-forward": [
+        Mistake("out + (alpha / r) * ", "out + ", "the alpha / r scale forgotten"),
+        Mistake("out + (alpha / r)", "out + (r / alpha)", "the scale upside down"),
+    ],
+    "nb05-lora-count": [
+        Mistake("r * (d_out + d_in)", "r * d_out * d_in", "B A counted, not B and A"),
+    ],
+    "nb05-make-batch": [
+        Mistake("labels[row, len(prompt):n] = torch.tensor(list(completion))",
+                "labels[row, :n] = torch.tensor(list(prompt) + list(completion))", "the prompt not masked"),
+    ],
+    "nb05-nf4-quantize": [
+        Mistake("blocks.abs().amax(dim=1)", "blocks.amax(dim=1)", "max instead of absmax"),
+    ],
+    "nb06-permute-qk": [
+        Mistake(".transpose(1, 2)", "", "rows left in transformers' order"),
+    ],
+    "nb06-q8-0": [
+        Mistake("/ 127", "/ 255", "the int8 range taken for uint8"),
+        Mistake("torch.sign(scaled) * ", "", "the sign dropped"),
+    ],
+    "nb06-gguf-bytes": [
+        Mistake("len(shape) == 1 or file_type", "file_type", "1-D tensors not kept in f32"),
+        Mistake("n // 32 * 34", "n // 32 * 32", "the 2-byte scale of each block forgotten"),
+    ],
+    "nb06-point-adapter": [
+        Mistake("shutil.copytree(adapter_dir, out_dir, dirs_exist_ok=True)\n    config_file = out_dir",
+                "config_file = adapter_dir", "the original edited in place, no copy"),
+    ],
+}
