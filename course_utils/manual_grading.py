@@ -6,7 +6,7 @@ A notebook's hand-graded items use nbgrader's metadata (schema 3), so nbgrader's
   solution region holds the model answer and the rubric (the release turns it into ``YOUR ANSWER HERE``); the
   question is the markdown cell just before it;
 * a **task** is a read-only markdown cell ``{"task": true, "grade": false, "solution": false, "locked": true,
-  "points": N}`` that asks for work in the cells after it (which are what the marker reads).
+  "points": N}`` that asks for work in the cells after it, up to the next heading (what the marker reads).
 
 ``python -m course_utils grade`` writes, beside the gradebook, ``manual/<student>.md`` (each question, its rubric,
 the student's answer and the output just above it), ``manual/marks.csv`` (one row per student and item, unanswered
@@ -138,7 +138,8 @@ def student_answers(items: Sequence[ManualItem], student: NotebookNode | None,
                     executed: NotebookNode | None = None) -> list[ManualAnswer]:
     """Each item's answer in the student's notebook (matched by grade_id), with the output above it when run.
 
-    For a task, the answer is the cells after the task cell up to the next nbgrader cell (where students work).
+    For a task, the answer is the cells after the task cell up to the next nbgrader cell or markdown heading
+    (where students work).
     """
     found: dict[str, ManualAnswer] = {}
     cells = student.cells if student is not None else []
@@ -153,8 +154,8 @@ def student_answers(items: Sequence[ManualItem], student: NotebookNode | None,
         else:
             following = []
             for later in cells[index + 1 :]:
-                if nbgrader_meta(later):
-                    break
+                if nbgrader_meta(later) or (later.cell_type == "markdown" and later.source.lstrip().startswith("#")):
+                    break  # the next exercise or section
                 following.append(f"```python\n{later.source}\n```" if later.cell_type == "code" else later.source)
             text = "\n\n".join(part for part in following if part.strip())
         found[grade_id] = ManualAnswer(grade_id, text, _context(executed, grade_id))

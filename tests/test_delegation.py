@@ -17,7 +17,13 @@ from course_utils import paths
 from course_utils.checks import DelegationError, traps
 from course_utils.exercises import load_exercises
 from course_utils.grading import DELEGATED, PASSED, grade_submissions
-from course_utils.release import make_student_notebook, nbgrader_meta, read_notebook, solution_notebooks, write_notebook
+from course_utils.release import (
+    make_student_notebook,
+    nbgrader_meta,
+    read_notebook,
+    solution_notebooks,
+    write_notebook,
+)
 
 NOTEBOOKS = solution_notebooks(paths.solutions_dir())
 
