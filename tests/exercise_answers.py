@@ -248,4 +248,31 @@ WRONG: dict[str, list[Mistake]] = {
         Mistake("shutil.copytree(adapter_dir, out_dir, dirs_exist_ok=True)\n    config_file = out_dir",
                 "config_file = adapter_dir", "the original edited in place, no copy"),
     ],
+    # The experiments: their hidden tests run the student's strategy on made-up measurements.
+    "nb00-kv-experiment": [
+        Mistake("return (sizes[-1] - sizes[0]) / (contexts[-1] - contexts[0])", "return sizes[-1] / contexts[-1]",
+                "bytes per token at one length: the cache's fixed part counted too"),
+        Mistake("contexts = [16, 64, 256]", "contexts = [16, 32]", "too few lengths, too close together"),
+    ],
+    "nb01-dtype-experiment": [
+        Mistake('key=lambda dtype: rows[dtype]["max_logit_error"]', 'key=lambda dtype: rows[dtype]["bytes"]',
+                "the smallest file, not the smallest error"),
+        Mistake('return min(small, key=lambda dtype: rows[dtype]["max_logit_error"]) if small else "float32"',
+                'return "float16"', "the answer typed in (this machine's, not the measurements')"),
+    ],
+    "nb02-position-experiment": [
+        Mistake("lowest = min(lowest, loss)", "lowest = loss", "compared with the previous position, not the lowest"),
+        Mistake("range(0, 512, 32)", "range(0, 512, 64)", "every other position skipped"),
+    ],
+    "nb03-lr-experiment": [
+        Mistake("    while True:\n        best = min(losses, key=losses.get)\n        if best == min(losses):\n"
+                "            losses[best / 3] = loss_after(best / 3)\n        elif best == max(losses):\n"
+                "            losses[best * 3] = loss_after(best * 3)\n        else:\n            return best",
+                "    return min(losses, key=losses.get)", "a fixed grid, never extended"),
+        Mistake("best = min(losses, key=losses.get)", "best = max(losses, key=losses.get)", "the highest loss"),
+    ],
+    "nb04-temperature-experiment": [
+        Mistake("> max(spread[t], spread[best])", "> 0", "the seeds' spread ignored"),
+        Mistake("for seed in (0, 1, 2)", "for seed in (0,)", "one seed per temperature"),
+    ],
 }

@@ -87,6 +87,15 @@ def expect_tensor_close(actual: Any, expected: Any, what: str, *, atol: float = 
                           + (f" {hint}" if hint else ""))
 
 
+def run_experiment(student: Callable[..., Any], probe: Any, what: str) -> Any:
+    """Run the student's experiment with ``probe`` (a :class:`course_utils.experiments.Probe`); its answer."""
+    __tracebackhide__ = True
+    result = call(student, probe, what=what)
+    expect(bool(probe.rows), f"{what} returned {result!r} without calling {probe.name}: the answer must come from "
+                             "what you measure.")
+    return result
+
+
 def passed(message: str) -> None:
     """Report a passed check."""
     print(f"\u2713 {message}")
@@ -111,4 +120,4 @@ def tiny_llama_sizes() -> dict[str, int]:
 from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code  # noqa: E402
 
 __all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal",
-           "expect_tensor_close", "passed", "tiny_llama_sizes"]
+           "expect_tensor_close", "passed", "run_experiment", "tiny_llama_sizes"]

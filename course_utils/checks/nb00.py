@@ -1,12 +1,13 @@
-"""Checks for Notebook 00 (your machine and what fits on it): weights in GiB, KV cache bytes, NF4 bits."""
+"""Checks for Notebook 00 (your machine and what fits on it): weights in GiB, KV cache bytes, NF4 bits, and the
+experiment that measures the KV cache."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
-from course_utils import memory
-from course_utils.checks import CheckFailed, call, check, expect, expect_close, passed
+from course_utils import experiments, memory
+from course_utils.checks import CheckFailed, call, check, expect, expect_close, passed, run_experiment
 
 GIB = memory.GIB
 
@@ -109,3 +110,35 @@ def nf4_bits_per_param(student: Callable[..., float]) -> None:
                      hint="Without double quantization: 4 + 32 / block_size. With it: 4 + 8 / block_size + "
                           "32 / (block_size * dq_block_size).")
     passed("nf4_bits_per_param: NF4 costs 4.5 bits per weight, about 4.127 with double quantization.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (easy): the KV cache, measured
+
+
+@check()
+def kv_cache_experiment(student: Callable[..., float], probe: experiments.Probe | None = None) -> None:
+    """``bytes_per_token(cache_bytes)``: measure the tiny Llama's cache at several lengths; return its slope."""
+    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
+    probe = probe or experiments.kv_cache_probe()
+    what = "bytes_per_token(cache_bytes)"
+    got = _number(run_experiment(student, probe, "bytes_per_token"), what)
+    contexts = sorted(probe.values("context"))
+    expect(len(contexts) >= 3, f"{what} measured {len(contexts)} context length(s); measure at least three, so "
+                               "that your table shows whether the cache grows in a straight line.")
+    expect(contexts[-1] >= 4 * contexts[0], f"{what} measured contexts {contexts}: let the longest be at least "
+                                            "four times the shortest, or the slope is hard to read.")
+    sizes = [probe.measured(context=context)["bytes"] for context in contexts]
+    expect(all(size > 0 for size in sizes), f"the cache came back empty: {sizes}")
+    slope = (sizes[-1] - sizes[0]) / (contexts[-1] - contexts[0])
+    for context, size in zip(contexts, sizes):
+        expect(math.isclose(size, sizes[0] + slope * (context - contexts[0]), rel_tol=0.01),
+               f"the measured cache is not a straight line in the context: {dict(zip(contexts, sizes))}")
+    if _near(got, slope / 2) or _near(got, slope * 2):
+        raise CheckFailed(f"{what}: got {got:,.0f}, a factor 2 from the slope of your table ({slope:,.0f} bytes "
+                          "per token). Read the slope off the table: bytes added / tokens added.")
+    expect_close(got, slope, what, rel=1e-6, hint="Return the slope of your table: (bytes at the longest context "
+                 "- bytes at the shortest) / (the number of tokens between them).")
+    passed(f"bytes_per_token: the tiny Llama's cache grows by {got:,.0f} bytes per token")
+    if show:
+        print(probe.table())

@@ -15,7 +15,16 @@ from typing import Any
 from unittest import mock
 
 from course_utils import compression, safetensors_io
-from course_utils.checks import CheckFailed, DelegationError, call, check, expect, expect_close, passed
+from course_utils.checks import (
+    CheckFailed,
+    DelegationError,
+    call,
+    check,
+    expect,
+    expect_close,
+    passed,
+    run_experiment,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Test files, built fresh by every check
@@ -283,3 +292,40 @@ def _offset_hint(path: Path, header: safetensors_io.SafetensorsHeader, info: saf
         if data[position:position + len(raw)] == raw:
             return f"Your bytes start at file position {position}: {message}."
     return "Seek to 8 + header_size + start and read end - start bytes."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (easy): the dtype to save in
+
+
+def dtype_by_the_rule(rows: list[dict[str, Any]]) -> str:
+    """The exercise's rule: of the files at most 55% of fp32's whose next tokens all agree, the closest logits."""
+    full = next(row["bytes"] for row in rows if row["dtype"] == "float32")
+    candidates = [row for row in rows if row["agreement"] == 1.0 and row["bytes"] <= 0.55 * full]
+    return min(candidates, key=lambda row: row["max_logit_error"])["dtype"] if candidates else "float32"
+
+
+@check()
+def save_dtype_experiment(student: Callable[..., Any], probe: Any = None) -> None:
+    """``choose_dtype(save_as)``: save in every dtype, then choose by the rule the exercise states."""
+    from course_utils import experiments
+
+    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
+    probe = probe or experiments.save_dtype_probe()
+    got = run_experiment(student, probe, "choose_dtype")
+    measured = probe.values("dtype")
+    expect(set(measured) == set(experiments.SAVE_DTYPES),
+           f"choose_dtype measured {measured}: measure all of {', '.join(experiments.SAVE_DTYPES)} before choosing.")
+    for row in probe.rows:
+        expect(row["bytes"] > 0 and 0.0 <= row["agreement"] <= 1.0 and math.isfinite(row["max_logit_error"]),
+               f"a measurement is out of range: {row}")
+    expected = dtype_by_the_rule(probe.rows)
+    expect(isinstance(got, str), f"choose_dtype: return the dtype's name as a string (e.g. 'float32'), got {got!r}.")
+    if got != expected:
+        raise CheckFailed(f"choose_dtype returned {got!r}; by the rule (files at most 55% of float32's whose "
+                          f"predictions all agree with float32, then the smallest logit error) your table gives "
+                          f"{expected!r}. Read the table again.")
+    passed(f"choose_dtype: {got} by the rule (bytes of model.safetensors, largest logit error against float32, "
+           "share of positions with float32's next token)")
+    if show:
+        print(probe.table())

@@ -7,13 +7,14 @@ final comparison it tries the usual mistakes, so the message can name the one it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from course_utils import arch
-from course_utils.checks import CheckFailed, call, check, expect_tensor_close, passed
+from course_utils.checks import CheckFailed, call, check, expect, expect_tensor_close, passed, run_experiment
 
 ATOL, RTOL = arch.TOLERANCE["atol"], arch.TOLERANCE["rtol"]
 
@@ -338,3 +339,52 @@ def grouped_query_attention(student: Callable[..., Any]) -> None:
                           "with torch.ones(seq_q, seq_k).tril(diagonal=seq_k - seq_q).")
     passed("grouped_query_attention matches transformers' LlamaAttention (8 query heads sharing 2 key/value "
            "heads), also with fewer queries than keys.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (medium): how far past its training window can the tiny Llama read?
+
+RISE = 1.2  # "the loss rose": more than 20% above the lowest loss at an earlier position
+
+
+def first_rise(losses: dict[int, float]) -> int | None:
+    """The first position whose loss is more than 20% above the lowest loss measured before it (None: none)."""
+    best = math.inf
+    for position in sorted(losses):
+        if losses[position] > RISE * best:
+            return position
+        best = min(best, losses[position])
+    return None
+
+
+@check()
+def position_experiment(student: Callable[..., Any], probe: Any = None) -> None:
+    """``where_loss_rises(loss_at)``: the first position where the tiny Llama's loss rises by 20%."""
+    from course_utils import experiments
+
+    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
+    probe = probe or experiments.position_loss_probe()
+    got = run_experiment(student, probe, "where_loss_rises")
+    losses = dict(zip(probe.values("position"), probe.values("loss")))
+    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
+    expect(len(losses) >= 4, f"where_loss_rises measured {len(losses)} positions; measure at least four.")
+    expected = first_rise(losses)
+    bucket = experiments.POSITION_BUCKET
+    if got is None:
+        if expected is not None:
+            raise CheckFailed(f"where_loss_rises returned None, but in your table the loss at {expected} is more "
+                              "than 20% above the lowest loss before it.")
+        last = experiments.POSITION_LENGTH - bucket
+        expect(max(losses) == last, f"where_loss_rises returned None after measuring up to {max(losses)}; measure "
+                                    f"up to {last} before you conclude that the loss never rises.")
+    else:
+        expect(got in losses, f"where_loss_rises returned {got!r}, a position you did not measure: return one of "
+                              f"{sorted(losses)}.")
+        expect(got == expected, f"where_loss_rises returned {got}; in your table the first position whose loss "
+                                f"is more than 20% above the lowest before it is {expected}.")
+        expect(got - bucket in losses, f"where_loss_rises returned {got} without measuring {got - bucket}: the "
+                                       "rise may have started earlier; measure the positions just before it.")
+    shown = "never rises in the positions measured" if got is None else f"rises at position {got}"
+    passed(f"where_loss_rises: the loss {shown} ({probe.about})")
+    if show:
+        print(probe.table())

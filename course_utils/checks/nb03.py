@@ -12,7 +12,16 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import scaling
-from course_utils.checks import CheckFailed, call, check, expect, expect_close, expect_tensor_close, passed
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    expect_close,
+    expect_tensor_close,
+    passed,
+    run_experiment,
+)
 from course_utils.sampling import next_token_probs
 from course_utils.text_data import SlidingWindowDataset
 from course_utils.train import TrainConfig, lr_at
@@ -206,3 +215,34 @@ def chinchilla_optimal(student: Callable[[float], tuple[float, float]]) -> None:
                      hint="Solve C = 6 * N * (20 * N) for N: N = sqrt(C / 120).")
         expect_close(n_tokens, d_expected, f"{what}: n_tokens", rel=1e-4, hint="D = 20 * N.")
     passed("chinchilla_optimal: 5.76e23 FLOPs -> about 69B parameters on 1.4T tokens (Chinchilla's own size).")
+
+
+# --------------------------------------------------------------------------------- experiment: the learning rate
+@check()
+def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
+    """``find_fastest_lr(loss_after)``: the learning rate with the lowest loss after the steps, bracketed."""
+    from course_utils import experiments
+
+    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
+    probe = probe or experiments.learning_rate_probe()
+    got = run_experiment(student, probe, "find_fastest_lr")
+    losses = dict(zip(probe.values("lr"), probe.values("validation loss")))
+    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
+    expect(len(losses) >= 4, f"find_fastest_lr tried {len(losses)} learning rates; try at least four (for "
+                             "example a few factors of 3 apart) before you decide.")
+    best = min(losses, key=losses.__getitem__)
+    expect(isinstance(got, (int, float)) and not isinstance(got, bool),
+           f"find_fastest_lr: return the learning rate (a number), got {got!r}.")
+    expect(any(math.isclose(got, lr, rel_tol=1e-9) for lr in losses),
+           f"find_fastest_lr returned {got!r}, a learning rate it did not try; return one from your table.")
+    expect(math.isclose(got, best, rel_tol=1e-9), f"find_fastest_lr returned {got:g}, but in your table {best:g} "
+                                                  f"has the lower loss ({losses[best]:.3f}).")
+    below, above = [lr for lr in losses if lr < best], [lr for lr in losses if lr > best]
+    expect(bool(below) and bool(above),
+           f"{best:g} is the {'smallest' if not below else 'largest'} learning rate you tried, so a "
+           f"{'smaller' if not below else 'larger'} one may be faster still: try one on that side too (the best "
+           "must have a worse one on either side).")
+    passed(f"find_fastest_lr: {best:g} trains fastest, with {max(below):g} and {min(above):g} on either side both "
+           f"worse ({probe.about})")
+    if show:
+        print(probe.table())

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import distill
-from course_utils.checks import CheckFailed, call, check, expect, passed
+from course_utils.checks import CheckFailed, call, check, expect, passed, run_experiment
 
 
 def _scalar(value: object, what: str) -> float:
@@ -211,3 +211,51 @@ def kl_divergence(student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
         raise CheckFailed(f"{what}: you used the logits as log-probabilities. Take log_softmax of each first.")
     raise CheckFailed(f"{what}: expected {expected.tolist()}, got {got.tolist()}. KL(p || q) = sum over outcomes of "
                       "p * (log p - log q), with p = softmax(p_logits) and log q = log_softmax(q_logits).")
+
+
+# ------------------------------------------------------------------------------ experiment: the temperature
+def temperature_verdict(perplexities: dict[float, list[float]]) -> tuple[float, bool]:
+    """(the temperature with the lowest mean perplexity, whether it beats every other by more than the spread).
+
+    The spread of a temperature is max - min over its seeds; the best "is decided" when its mean is lower than
+    every other temperature's mean by more than the larger of the two spreads.
+    """
+    means = {t: sum(values) / len(values) for t, values in perplexities.items()}
+    spread = {t: max(values) - min(values) for t, values in perplexities.items()}
+    best = min(means, key=means.__getitem__)
+    decided = all(means[t] - means[best] > max(spread[t], spread[best]) for t in means if t != best)
+    return best, decided
+
+
+@check()
+def temperature_experiment(student: Callable[..., object], probe: object = None) -> None:
+    """``best_temperature(perplexity_after)`` -> ``(temperature, decided)`` over at least three seeds each."""
+    from course_utils import experiments
+
+    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
+    probe = probe or experiments.distillation_probe()
+    got = run_experiment(student, probe, "best_temperature")
+    runs: dict[float, list[float]] = {}
+    for row in probe.rows:
+        expect(math.isfinite(row["perplexity"]) and row["perplexity"] >= 1, f"an odd perplexity: {row}")
+        runs.setdefault(row["temperature"], []).append(row["perplexity"])
+    enough = {t: values for t, values in runs.items() if len(values) >= 3}
+    expect(len(enough) >= 3, f"best_temperature ran {', '.join(f'T={t:g}: {len(v)} seed(s)' for t, v in runs.items())}"
+                             "; compare at least three temperatures with at least three seeds each.")
+    expect(len(enough) == len(runs), "every temperature you try needs at least three seeds, or its spread is "
+                                     f"unknown: {', '.join(f'T={t:g}' for t in runs if t not in enough)}.")
+    expect(isinstance(got, tuple) and len(got) == 2, f"best_temperature: return (temperature, decided), got {got!r}.")
+    temperature, decided = got
+    best, expected_decided = temperature_verdict(enough)
+    expect(isinstance(temperature, (int, float)) and math.isclose(temperature, best),
+           f"best_temperature returned {temperature!r}; the lowest mean perplexity in your table is at T={best:g}.")
+    expect(isinstance(decided, bool), f"decided must be True or False, got {decided!r}.")
+    if decided != expected_decided:
+        raise CheckFailed(f"best_temperature says decided={decided}, but by the rule (the best mean lower than "
+                          "every other mean by more than the larger of the two spreads, max - min over seeds) your "
+                          f"table says {expected_decided}.")
+    verdict = "beats every other by more than the seeds' spread" if decided else \
+        "does not beat every other by more than the seeds' spread: the seeds decide as much as the temperature"
+    passed(f"best_temperature: T={best:g} has the lowest mean perplexity and {verdict} ({probe.about})")
+    if show:
+        print(probe.table())
