@@ -395,6 +395,18 @@ def _zorbish() -> dict[str, list[dict[str, list[int]]]]:
 # 06: the GGUF type to ship
 
 
+@contextlib.contextmanager
+def _no_gguf_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar, which the logging switch does not reach: turn it off."""
+    from unittest import mock
+
+    from tqdm.auto import tqdm
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    with mock.patch.object(reader, "tqdm", functools.partial(tqdm, disable=True)):
+        yield
+
+
 def gguf_type_probe(budget: int = 3) -> Probe:
     """``export_as(file_type)``: write the tiny Llama as a GGUF file (f32, f16 or q8_0), read it back, score it.
 
@@ -408,7 +420,7 @@ def gguf_type_probe(budget: int = 3) -> Probe:
             raise BadSetting(f"file_type must be one of {', '.join(gguf_io.FILE_TYPES)}, got {file_type!r}")
         model, tokenizer = _tiny_llama()
         held_out = _story_ids(TINY_LLAMA, "validation", 60)[: 16 * 64].view(16, 64)
-        with tempfile.TemporaryDirectory(prefix="gguf-type-") as folder:
+        with tempfile.TemporaryDirectory(prefix="gguf-type-") as folder, _no_gguf_bar():
             path = Path(folder) / f"tiny-llama-{file_type}.gguf"
             gguf_io.write_gguf(model, tokenizer, path, file_type)
             reread, _ = gguf_io.load_with_transformers(path)

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from course_utils import experiments
-from course_utils.checks import CheckFailed, nb00, nb01, nb02, nb03, nb04
+from course_utils.checks import CheckFailed, nb00, nb01, nb02, nb03, nb04, nb05, nb06
 from course_utils.experiments import BadSetting, BudgetExceeded, Probe
 
 
@@ -263,3 +263,61 @@ def test_the_gguf_probe_writes_smaller_files_for_smaller_types():
     probe = experiments.gguf_type_probe()
     f16, q8 = probe("f16"), probe("q8_0")
     assert q8["bytes"] < f16["bytes"] and abs(math.log(q8["perplexity"] / f16["perplexity"])) < 0.05
+
+
+# --- notebooks 05 and 06: the checks for the experiments proposed there ---------------------------------------------
+
+
+def _ranks(curve):
+    return _probe("loss_after", ("rank",), lambda rank: {"validation loss": curve(rank)}, "validation loss", budget=7)
+
+
+def _where_lora_stops(ranks=(1, 2, 4, 8, 16, 32)):
+    def where_lora_stops(loss_after):
+        losses = {rank: loss_after(rank) for rank in ranks}
+        lowest = min(losses.values())
+        return min(rank for rank, loss in losses.items() if loss <= 1.02 * lowest)
+
+    return where_lora_stops
+
+
+def test_rank_experiment():
+    def saturating(rank):
+        return 2.0 + 1.0 / rank  # 3.0, 2.5, 2.25, 2.125, 2.0625, 2.03
+
+    nb05.rank_experiment(_where_lora_stops(), _ranks(saturating))
+    assert nb05.smallest_good_rank({1: 3.0, 4: 2.03, 16: 2.0, 64: 2.01}) == 4
+    for wrong, message in [
+        (_where_lora_stops(ranks=(1, 2, 4, 8)), "largest rank you tried"),
+        (lambda loss_after: [loss_after(r) for r in (1, 2, 4, 8, 16, 32)] and 32, "the smallest rank within 2%"),
+        (lambda loss_after: [loss_after(r) for r in (1, 2)] and 2, "at least four"),
+    ]:
+        with pytest.raises(CheckFailed, match=message):
+            nb05.rank_experiment(wrong, _ranks(saturating))
+
+
+def _types(rows):
+    return _probe("export_as", ("file_type",), lambda file_type: dict(rows[file_type]), None, budget=3)
+
+
+def test_gguf_experiment():
+    rows = {"f32": {"bytes": 400, "perplexity": 2.0}, "f16": {"bytes": 200, "perplexity": 2.001},
+            "q8_0": {"bytes": 110, "perplexity": 2.5}}
+
+    def choose_gguf(export_as):
+        measured = {t: export_as(t) for t in ("f32", "f16", "q8_0")}
+        good = [t for t, r in measured.items() if r["perplexity"] <= 1.01 * measured["f32"]["perplexity"]]
+        return min(good, key=lambda t: measured[t]["bytes"])
+
+    nb06.gguf_experiment(choose_gguf, _types(rows))
+    with pytest.raises(CheckFailed, match="your table gives 'f16'"):
+        nb06.gguf_experiment(lambda export_as: [export_as(t) for t in rows] and "q8_0", _types(rows))
+    with pytest.raises(CheckFailed, match="write all of"):
+        nb06.gguf_experiment(lambda export_as: export_as("f16") and "f16", _types(rows))
+
+
+@pytest.mark.slow
+def test_the_proposed_05_and_06_experiments_pass_on_the_real_probes():
+    nb05.rank_experiment(_where_lora_stops(ranks=(1, 4, 16, 64)))
+    nb06.gguf_experiment(lambda export_as: nb06.gguf_by_the_rule(
+        [{"file_type": t, **export_as(t)} for t in ("f32", "f16", "q8_0")]))

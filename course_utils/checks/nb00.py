@@ -139,6 +139,6 @@ def kv_cache_experiment(student: Callable[..., float], probe: experiments.Probe 
                           "per token). Read the slope off the table: bytes added / tokens added.")
     expect_close(got, slope, what, rel=1e-6, hint="Return the slope of your table: (bytes at the longest context "
                  "- bytes at the shortest) / (the number of tokens between them).")
-    passed(f"bytes_per_token: the tiny Llama's cache grows by {got:,.0f} bytes per token")
+    passed(f"bytes_per_token: the cache grows by {got:,.0f} bytes per token ({probe.about})")
     if show:
         print(probe.table())

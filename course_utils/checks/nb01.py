@@ -1,4 +1,5 @@
-"""Checks for Notebook 01 (what save_pretrained saves): the header parser, the exponent entropy, one tensor by offsets."""
+"""Checks for Notebook 01 (what save_pretrained saves): the header parser, the exponent entropy, one tensor by offsets,
+and the experiment that chooses the dtype to save in."""
 
 from __future__ import annotations
 
@@ -325,7 +326,7 @@ def save_dtype_experiment(student: Callable[..., Any], probe: Any = None) -> Non
         raise CheckFailed(f"choose_dtype returned {got!r}; by the rule (files at most 55% of float32's whose "
                           f"predictions all agree with float32, then the smallest logit error) your table gives "
                           f"{expected!r}. Read the table again.")
-    passed(f"choose_dtype: {got} by the rule (bytes of model.safetensors, largest logit error against float32, "
-           "share of positions with float32's next token)")
+    passed(f"choose_dtype: {got} by the rule ({probe.about}: bytes of model.safetensors, largest logit error "
+           "against float32, share of positions with float32's next token)")
     if show:
         print(probe.table())

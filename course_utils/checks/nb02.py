@@ -1,4 +1,5 @@
-"""Checks for Notebook 02 (Auto classes and architectures): the causal LM loss and the Llama pieces.
+"""Checks for Notebook 02 (Auto classes and architectures): the causal LM loss, the Llama pieces, and the experiment
+that finds where the loss rises past the training window.
 
 Each check builds the matching ``transformers`` module (random weights, fixed seed), feeds the same inputs to it
 and to the student's function, and compares in float32 within :data:`course_utils.arch.TOLERANCE`. Before the

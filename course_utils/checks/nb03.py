@@ -1,5 +1,6 @@
 """Checks for Notebook 03 (pretraining a GPT): sliding windows, causal attention, sampling probabilities,
-the warm-up + cosine schedule, and Chinchilla's compute-optimal size."""
+the warm-up + cosine schedule, Chinchilla's compute-optimal size, and the experiment that finds the fastest learning
+rate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Checks for Notebook 04 (knowledge distillation): the KD loss, the layer map, top-1 agreement, KL direction."""
+"""Checks for Notebook 04 (knowledge distillation): the KD loss, the layer map, top-1 agreement, KL direction, and
+the experiment that compares temperatures over seeds."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Checks for Notebook 05 (LoRA and QLoRA): the LoRA forward pass, adapter parameter counts, label masking with
-padding, and block-wise NF4 quantization."""
+padding, block-wise NF4 quantization, and the experiment that finds where LoRA stops improving with the rank."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -16,6 +17,7 @@ from course_utils.checks import (
     expect_equal,
     expect_tensor_close,
     passed,
+    run_experiment,
     tiny_llama_sizes,
 )
 
@@ -210,3 +212,38 @@ def nf4_quantize(quantize: Callable[..., tuple[torch.Tensor, torch.Tensor]],
                         hint="levels[codes] times the absmax of each code's block, then reshape.")
     error_nf4 = (restored - x).pow(2).mean().item()
     passed(f"NF4 round trip: block-wise absmax and nearest level; mean squared error {error_nf4:.2e} on this tensor.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (medium): where does LoRA stop improving?
+
+GOOD_ENOUGH = 0.02  # "stopped improving": within 2% of the lowest loss measured
+
+
+def smallest_good_rank(losses: dict[int, float]) -> int:
+    """The smallest rank whose loss is within 2% of the lowest loss measured."""
+    lowest = min(losses.values())
+    return min(rank for rank, loss in losses.items() if loss <= (1 + GOOD_ENOUGH) * lowest)
+
+
+@check()
+def rank_experiment(student: Callable[..., object], probe: object = None) -> None:
+    """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried."""
+    from course_utils import experiments
+
+    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
+    probe = probe or experiments.lora_rank_probe()
+    got = run_experiment(student, probe, "where_lora_stops")
+    losses = dict(zip(probe.values("rank"), probe.values("validation loss")))
+    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
+    expect(len(losses) >= 4, f"where_lora_stops tried {len(losses)} ranks; try at least four (powers of two, say).")
+    expected = smallest_good_rank(losses)
+    expect(got in losses, f"where_lora_stops returned {got!r}, a rank it did not try; return one from your table.")
+    expect(got == expected, f"where_lora_stops returned {got}; in your table the smallest rank within 2% of the "
+                            f"lowest loss ({min(losses.values()):.3f}) is {expected}.")
+    expect(any(rank > got for rank in losses), f"{got} is the largest rank you tried, so you cannot tell whether a "
+                                               "larger one would still improve: try one above it.")
+    passed(f"where_lora_stops: rank {got} is within 2% of the best loss; larger ranks add parameters, not much "
+           f"else ({probe.about})")
+    if show:
+        print(probe.table())

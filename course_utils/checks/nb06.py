@@ -1,5 +1,5 @@
 """Checks for Notebook 06 (Unsloth, exporting, running on a Mac): llama.cpp's q/k permutation, Q8_0 blocks,
-the size of a GGUF file, and pointing an adapter at another base model."""
+the size of a GGUF file, pointing an adapter at another base model, and the experiment that chooses the GGUF type."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ import numpy as np
 import torch
 
 from course_utils import gguf_io
-from course_utils.checks import CheckFailed, call, check, expect, expect_equal, passed, tiny_llama_sizes
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    expect_equal,
+    passed,
+    run_experiment,
+    tiny_llama_sizes,
+)
 
 
 def _tensor(value: object, what: str) -> torch.Tensor:
@@ -153,3 +162,37 @@ def point_adapter_at(student: Callable[[Path, str, Path], object]) -> None:
         for name in ("adapter_model.safetensors", "tokenizer.json"):
             expect((out / name).exists(), f"point_adapter_at: {name} is missing from the copy; copy every file.")
     passed("point_adapter_at: a copy that names the 16-bit base, the original left as trained.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (easy): which GGUF type would you ship?
+
+SAME_QUALITY = 0.01  # perplexity within 1% of the f32 file's
+
+
+def gguf_by_the_rule(rows: list[dict[str, object]]) -> str:
+    """The smallest file whose perplexity is within 1% of the f32 file's."""
+    full = next(float(row["perplexity"]) for row in rows if row["file_type"] == "f32")
+    good = [row for row in rows if float(row["perplexity"]) <= (1 + SAME_QUALITY) * full]
+    return str(min(good, key=lambda row: row["bytes"])["file_type"])
+
+
+@check()
+def gguf_experiment(student: Callable[..., object], probe: object = None) -> None:
+    """``choose_gguf(export_as)``: write every type, then choose the smallest that scores like f32."""
+    from course_utils import experiments
+
+    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
+    probe = probe or experiments.gguf_type_probe()
+    got = run_experiment(student, probe, "choose_gguf")
+    measured = probe.values("file_type")
+    expect(set(measured) == set(gguf_io.FILE_TYPES),
+           f"choose_gguf measured {measured}: write all of {', '.join(gguf_io.FILE_TYPES)} before choosing.")
+    for row in probe.rows:
+        expect(row["bytes"] > 0 and row["perplexity"] >= 1, f"a measurement is out of range: {row}")
+    expected = gguf_by_the_rule(probe.rows)
+    expect(got == expected, f"choose_gguf returned {got!r}; by the rule (the smallest file whose perplexity is "
+                            f"within 1% of f32's) your table gives {expected!r}.")
+    passed(f"choose_gguf: {got}, the smallest file that scores like f32 ({probe.about})")
+    if show:
+        print(probe.table())
