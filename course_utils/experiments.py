@@ -56,6 +56,7 @@ class Probe:
     result: str | None
     budget: int
     about: str = "made-up measurements"  # what every run does, in a few words, for the check's messages
+    real: bool = False  # measured by the workbook (its table is shown), not made up by a test
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -188,7 +189,7 @@ def kv_cache_probe(budget: int = 8) -> Probe:
             cache = model(ids, use_cache=True).past_key_values
         return {"bytes": kv_cache.cache_size(cache).allocated_bytes}
 
-    return Probe("cache_bytes", ("context",), measure, "bytes", budget, "the tiny Llama, fp32, batch 1")
+    return Probe("cache_bytes", ("context",), measure, "bytes", budget, "the tiny Llama, fp32, batch 1", real=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def save_dtype_probe(budget: int = 3) -> Probe:
         same = (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
         return {"bytes": size, "max_logit_error": (logits - reference).abs().max().item(), "agreement": same}
 
-    return Probe("save_as", ("dtype",), measure, None, budget, "the tiny Llama saved and reloaded")
+    return Probe("save_as", ("dtype",), measure, None, budget, "the tiny Llama saved and reloaded", real=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,7 +258,7 @@ def position_loss_probe(budget: int = 16) -> Probe:
         return {"loss": _position_losses()[position : position + POSITION_BUCKET].mean().item()}
 
     about = f"the tiny Llama, trained on windows of {TRAINING_WINDOW} tokens, on 32 held-out sequences of 512"
-    return Probe("loss_at", ("position",), measure, "loss", budget, about)
+    return Probe("loss_at", ("position",), measure, "loss", budget, about, real=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ def learning_rate_probe(run: SmallRun = SmallRun(), budget: int = 8) -> Probe:
         return {"validation loss": loss}
 
     about = f"{run.steps} steps of a {run.layers}-layer GPT {run.width} wide, batches of {run.batch_size} x {run.context}"
-    return Probe("loss_after", ("lr",), measure, "validation loss", budget, about)
+    return Probe("loss_after", ("lr",), measure, "validation loss", budget, about, real=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ def distillation_probe(steps: int = 10, alpha: float = 0.5, budget: int = 18) ->
         return {"perplexity": math.exp(_validation_loss(student, held_out))}
 
     about = f"{steps} steps of logit distillation, alpha {alpha:g}, a 2-layer student of the tiny Llama"
-    return Probe("perplexity_after", ("temperature", "seed"), measure, "perplexity", budget, about)
+    return Probe("perplexity_after", ("temperature", "seed"), measure, "perplexity", budget, about, real=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def lora_rank_probe(steps: int = 15, budget: int = 7) -> Probe:
                                                                      if p.requires_grad)}
 
     about = f"{steps} steps of LoRA on every linear layer of the tiny Llama, Zorbish translation"
-    return Probe("loss_after", ("rank",), measure, "validation loss", budget, about)
+    return Probe("loss_after", ("rank",), measure, "validation loss", budget, about, real=True)
 
 
 @functools.cache
@@ -426,4 +427,5 @@ def gguf_type_probe(budget: int = 3) -> Probe:
             reread, _ = gguf_io.load_with_transformers(path)
             return {"bytes": path.stat().st_size, "perplexity": math.exp(_validation_loss(reread, held_out))}
 
-    return Probe("export_as", ("file_type",), measure, None, budget, "the tiny Llama written as GGUF and read back")
+    about = "the tiny Llama written as GGUF and read back"
+    return Probe("export_as", ("file_type",), measure, None, budget, about, real=True)

@@ -96,6 +96,13 @@ def run_experiment(student: Callable[..., Any], probe: Any, what: str) -> Any:
     return result
 
 
+def passed_experiment(message: str, probe: Any) -> None:
+    """Report a passed experiment, with the table of the runs when the workbook measured them."""
+    passed(f"{message} ({probe.about})")
+    if probe.real:
+        print(probe.table())
+
+
 def passed(message: str) -> None:
     """Report a passed check."""
     print(f"\u2713 {message}")
@@ -120,4 +127,4 @@ def tiny_llama_sizes() -> dict[str, int]:
 from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code  # noqa: E402
 
 __all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal",
-           "expect_tensor_close", "passed", "run_experiment", "tiny_llama_sizes"]
+           "expect_tensor_close", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]

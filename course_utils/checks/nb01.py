@@ -24,6 +24,7 @@ from course_utils.checks import (
     expect,
     expect_close,
     passed,
+    passed_experiment,
     run_experiment,
 )
 
@@ -311,7 +312,6 @@ def save_dtype_experiment(student: Callable[..., Any], probe: Any = None) -> Non
     """``choose_dtype(save_as)``: save in every dtype, then choose by the rule the exercise states."""
     from course_utils import experiments
 
-    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
     probe = probe or experiments.save_dtype_probe()
     got = run_experiment(student, probe, "choose_dtype")
     measured = probe.values("dtype")
@@ -326,7 +326,5 @@ def save_dtype_experiment(student: Callable[..., Any], probe: Any = None) -> Non
         raise CheckFailed(f"choose_dtype returned {got!r}; by the rule (files at most 55% of float32's whose "
                           f"predictions all agree with float32, then the smallest logit error) your table gives "
                           f"{expected!r}. Read the table again.")
-    passed(f"choose_dtype: {got} by the rule ({probe.about}: bytes of model.safetensors, largest logit error "
-           "against float32, share of positions with float32's next token)")
-    if show:
-        print(probe.table())
+    passed_experiment(f"choose_dtype: {got} by the rule (bytes of model.safetensors, largest logit error "
+           "against float32, share of positions with float32's next token)", probe)

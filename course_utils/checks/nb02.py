@@ -15,7 +15,16 @@ from typing import Any
 import torch
 
 from course_utils import arch
-from course_utils.checks import CheckFailed, call, check, expect, expect_tensor_close, passed, run_experiment
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    expect_tensor_close,
+    passed,
+    passed_experiment,
+    run_experiment,
+)
 
 ATOL, RTOL = arch.TOLERANCE["atol"], arch.TOLERANCE["rtol"]
 
@@ -363,7 +372,6 @@ def position_experiment(student: Callable[..., Any], probe: Any = None) -> None:
     """``where_loss_rises(loss_at)``: the first position where the tiny Llama's loss rises by 20%."""
     from course_utils import experiments
 
-    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
     probe = probe or experiments.position_loss_probe()
     got = run_experiment(student, probe, "where_loss_rises")
     losses = dict(zip(probe.values("position"), probe.values("loss")))
@@ -386,6 +394,4 @@ def position_experiment(student: Callable[..., Any], probe: Any = None) -> None:
         expect(got - bucket in losses, f"where_loss_rises returned {got} without measuring {got - bucket}: the "
                                        "rise may have started earlier; measure the positions just before it.")
     shown = "never rises in the positions measured" if got is None else f"rises at position {got}"
-    passed(f"where_loss_rises: the loss {shown} ({probe.about})")
-    if show:
-        print(probe.table())
+    passed_experiment(f"where_loss_rises: the loss {shown}", probe)

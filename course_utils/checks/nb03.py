@@ -21,6 +21,7 @@ from course_utils.checks import (
     expect_close,
     expect_tensor_close,
     passed,
+    passed_experiment,
     run_experiment,
 )
 from course_utils.sampling import next_token_probs
@@ -224,7 +225,6 @@ def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
     """``find_fastest_lr(loss_after)``: the learning rate with the lowest loss after the steps, bracketed."""
     from course_utils import experiments
 
-    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
     probe = probe or experiments.learning_rate_probe()
     got = run_experiment(student, probe, "find_fastest_lr")
     losses = dict(zip(probe.values("lr"), probe.values("validation loss")))
@@ -243,7 +243,5 @@ def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
            f"{best:g} is the {'smallest' if not below else 'largest'} learning rate you tried, so a "
            f"{'smaller' if not below else 'larger'} one may be faster still: try one on that side too (the best "
            "must have a worse one on either side).")
-    passed(f"find_fastest_lr: {best:g} trains fastest, with {max(below):g} and {min(above):g} on either side both "
-           f"worse ({probe.about})")
-    if show:
-        print(probe.table())
+    passed_experiment(f"find_fastest_lr: {best:g} trains fastest, with {max(below):g} and {min(above):g} on either side both "
+           f"worse", probe)

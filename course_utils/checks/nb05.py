@@ -17,6 +17,7 @@ from course_utils.checks import (
     expect_equal,
     expect_tensor_close,
     passed,
+    passed_experiment,
     run_experiment,
     tiny_llama_sizes,
 )
@@ -231,7 +232,6 @@ def rank_experiment(student: Callable[..., object], probe: object = None) -> Non
     """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried."""
     from course_utils import experiments
 
-    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
     probe = probe or experiments.lora_rank_probe()
     got = run_experiment(student, probe, "where_lora_stops")
     losses = dict(zip(probe.values("rank"), probe.values("validation loss")))
@@ -243,7 +243,5 @@ def rank_experiment(student: Callable[..., object], probe: object = None) -> Non
                             f"lowest loss ({min(losses.values()):.3f}) is {expected}.")
     expect(any(rank > got for rank in losses), f"{got} is the largest rank you tried, so you cannot tell whether a "
                                                "larger one would still improve: try one above it.")
-    passed(f"where_lora_stops: rank {got} is within 2% of the best loss; larger ranks add parameters, not much "
-           f"else ({probe.about})")
-    if show:
-        print(probe.table())
+    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the best loss; larger ranks add parameters, not much "
+           f"else", probe)

@@ -19,6 +19,7 @@ from course_utils.checks import (
     expect,
     expect_equal,
     passed,
+    passed_experiment,
     run_experiment,
     tiny_llama_sizes,
 )
@@ -182,7 +183,6 @@ def gguf_experiment(student: Callable[..., object], probe: object = None) -> Non
     """``choose_gguf(export_as)``: write every type, then choose the smallest that scores like f32."""
     from course_utils import experiments
 
-    show = probe is None  # the real run's table; a hidden test's made-up probe stays quiet
     probe = probe or experiments.gguf_type_probe()
     got = run_experiment(student, probe, "choose_gguf")
     measured = probe.values("file_type")
@@ -193,6 +193,4 @@ def gguf_experiment(student: Callable[..., object], probe: object = None) -> Non
     expected = gguf_by_the_rule(probe.rows)
     expect(got == expected, f"choose_gguf returned {got!r}; by the rule (the smallest file whose perplexity is "
                             f"within 1% of f32's) your table gives {expected!r}.")
-    passed(f"choose_gguf: {got}, the smallest file that scores like f32 ({probe.about})")
-    if show:
-        print(probe.table())
+    passed_experiment(f"choose_gguf: {got}, the smallest file that scores like f32", probe)
