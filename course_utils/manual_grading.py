@@ -22,14 +22,14 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from nbformat import NotebookNode
 
-from course_utils.release import ANSWER_STUB, find_regions, nbgrader_meta, read_notebook
+from course_utils.release import ANSWER_STUB, find_regions, nbgrader_meta
 
 MARKS_FILE = "marks.csv"
 ITEMS_FILE = "items.json"
@@ -379,23 +379,9 @@ def merge_marks(out_dir: Path, marks_file: Path | None = None) -> tuple[int, int
     return given, len(rows) * len(items) - given
 
 
-def load_items(assignment: Path | str) -> list[ManualItem]:
-    """:func:`manual_items` of the solution notebook at ``assignment``."""
-    return manual_items(read_notebook(Path(assignment)))
-
-
 def manual_columns(items: Sequence[ManualItem]) -> list[str]:
     """The gradebook columns of the hand-graded items, their total and its maximum."""
     return [*(item.grade_id for item in items), "manual", "manual_max"]
-
-
-def manual_cells(items: Sequence[ManualItem], marks: Mapping[str, float] | None = None) -> dict[str, str]:
-    """One gradebook row's manual columns before any mark is merged (or with ``marks`` by grade_id)."""
-    marks = marks or {}
-    row = {item.grade_id: _points(marks[item.grade_id]) if item.grade_id in marks else "" for item in items}
-    row["manual"] = _points(sum(marks.values())) if marks else ""
-    row["manual_max"] = _points(sum(item.points for item in items))
-    return row
 
 
 def _points(value: float) -> str:

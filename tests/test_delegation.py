@@ -17,6 +17,7 @@ from course_utils import paths
 from course_utils.checks import DelegationError, traps
 from course_utils.exercises import load_exercises
 from course_utils.grading import DELEGATED, PASSED, grade_submissions
+from course_utils.manual_grading import manual_items
 from course_utils.release import (
     make_student_notebook,
     nbgrader_meta,
@@ -113,3 +114,12 @@ def test_the_grader_gives_delegation_zero_and_the_solution_full_points(tmp_path,
     assert DELEGATED in row["notes"]
     feedback = (tmp_path / "out" / "feedback" / "delegates.md").read_text(encoding="utf-8")
     assert "own implementation of this exercise" in feedback
+    # Every real notebook has written answers: each is listed for marking, unanswered ones already at 0.
+    items = manual_items(solution)
+    assert items, f"{path.name} has no written answer graded by hand"
+    marks = list(csv.DictReader(open(tmp_path / "out" / "manual" / "marks.csv", encoding="utf-8")))
+    assert {(row["student"], row["grade_id"]) for row in marks} == {
+        (student, item.grade_id) for student in ("delegates", "solves") for item in items}
+    assert all(row["points"] == "0" and row["comment"] == "not answered" for row in marks)
+    sheet = (tmp_path / "out" / "manual" / "solves.md").read_text(encoding="utf-8")
+    assert all(f"`{item.grade_id}`" in sheet for item in items) and "**Rubric" in sheet
