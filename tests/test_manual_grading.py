@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ from nb_builders import (
 )
 from test_grading import ANSWERS
 
+from course_utils import paths
 from course_utils.__main__ import main
-from course_utils.grading import grade_submissions, manual_answers
+from course_utils.grading import exercise_titles, grade_submissions, manual_answers
 from course_utils.manual_grading import (
     FEEDBACK_HEADING,
     NOT_ANSWERED,
@@ -33,6 +35,8 @@ from course_utils.manual_grading import (
 from course_utils.release import (
     make_student_notebook,
     nbgrader_meta,
+    read_notebook,
+    solution_notebooks,
     validate_solution_notebook,
     write_notebook,
 )
@@ -227,3 +231,26 @@ def test_a_wrong_marks_file_changes_nothing(graded, capsys):
 def test_merge_manual_without_written_answers_says_so(tmp_path, capsys):
     assert main(["grade", "merge-manual", str(tmp_path)]) == 2
     assert "grade the assignment first" in capsys.readouterr().err
+
+
+# --- the real notebooks -------------------------------------------------------------------------------------------
+
+EXPERIMENT_TITLE = re.compile(r"\bExperiment \((easy|medium|hard)\)")
+WAITING = {"05", "06"}  # rewritten by another change; the cells proposed for them are in its pull request's notes
+
+
+def _notebooks():
+    for path in solution_notebooks(paths.solutions_dir()):
+        marks = [pytest.mark.xfail(reason="cells proposed, not inserted yet", strict=True)] \
+            if path.name[:2] in WAITING else []
+        yield pytest.param(path, id=path.name[:2], marks=marks)
+
+
+@pytest.mark.parametrize("path", list(_notebooks()))
+def test_every_notebook_has_a_tiered_experiment_and_a_written_answer(path):
+    solution = read_notebook(path)
+    titles = exercise_titles(solution)
+    levels = [match.group(1) for title in titles.values() if (match := EXPERIMENT_TITLE.search(title))]
+    assert levels, f"{path.name}: no exercise titled 'Experiment (easy|medium|hard)'"
+    assert [item for item in manual_items(solution) if item.kind == "answer" and item.rubric], \
+        f"{path.name}: no written answer with a rubric"
