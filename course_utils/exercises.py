@@ -57,9 +57,10 @@ class ExerciseNotebook:
 class Result:
     """What happened when an exercise was checked: passed or not, the message to show, the time it took.
 
-    ``kind`` is ``passed``, ``failed`` (the check or a hidden test), ``not-written``, ``syntax-error``, ``error``
-    (something else was raised), ``timeout``, ``output`` (it printed more than :data:`OUTPUT_LIMIT`) or ``died``
-    (the process stopped without reporting); ``stage``
+    ``kind`` is ``passed``, ``failed`` (the check or a hidden test), ``not-written``, ``delegated`` (the answer
+    called the workbook's own implementation), ``syntax-error``, ``error`` (something else was raised),
+    ``timeout``, ``output`` (it printed more than :data:`OUTPUT_LIMIT`) or ``died`` (the process stopped without
+    reporting); ``stage``
     (``imports``, ``exercise`` or ``check``) and ``line`` (1-based, in that cell) say where it stopped.
     """
 

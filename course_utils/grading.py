@@ -40,7 +40,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils import paths
+from course_utils import manual_grading, paths
 from course_utils.exercises import (
     Exercise,
     ExerciseNotebook,
@@ -70,6 +70,7 @@ PASSED = "passed"
 WRONG = "wrong answer"
 HIDDEN = "failed a hidden test"
 NOT_WRITTEN = "not written"
+DELEGATED = "calls the workbook's answer"
 UNDEFINED = "function not defined"
 SYNTAX = "syntax error"
 CRASHED = "crashed"
@@ -179,6 +180,7 @@ class StudentGrade:
     problem: str = ""
     executed: str | None = field(default=None, repr=False, compare=False)
     sandbox: str = field(default="", compare=False)  # what confined the submission's code (the gradebook's column)
+    manual: list[manual_grading.ManualAnswer] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def total(self) -> float:
@@ -496,6 +498,8 @@ def classify(result: Result, exercise: Exercise) -> str:
         return TOO_MUCH_OUTPUT
     if result.kind == "not-written":
         return NOT_WRITTEN
+    if result.kind == "delegated":
+        return DELEGATED
     if result.stage == "imports" or (result.stage == "check" and result.kind == "syntax-error"):
         return GRADER_ERROR  # the solution's own cells failed: not the student's fault
     if result.kind == "failed":
@@ -635,7 +639,8 @@ def grade_submission(
             reveal_hidden=reveal_hidden,
             sandbox=sandbox,
         )
-        return StudentGrade(student, source, grades, notebook_run, "", executed)
+        manual = manual_answers_of(solution, nb, executed)
+        return StudentGrade(student, source, grades, notebook_run, "", executed, manual)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -735,8 +740,16 @@ def _progress_line(grade: StudentGrade) -> str:
 # Gradebook and feedback
 
 
-def gradebook_rows(grades: list[StudentGrade], grade_ids: list[str]) -> list[dict[str, str]]:
-    """The gradebook as rows: student, one column of points per exercise, total, max, run, notes, sandbox."""
+def gradebook_rows(
+    grades: list[StudentGrade], grade_ids: list[str], items: list[manual_grading.ManualItem] | None = None
+) -> list[dict[str, str]]:
+    """The gradebook as rows: student, one column of points per exercise, total, max, run, notes, sandbox.
+
+    With hand-graded ``items`` the automatic points get their own ``auto``/``auto_max`` columns, followed by one
+    empty column per item (filled by ``grade merge-manual``), ``manual`` and ``manual_max``; ``total`` is then
+    what is marked so far and ``max`` counts every point.
+    """
+    items = items or []
     rows = []
     for grade in grades:
         by_id = {exercise.grade_id: exercise for exercise in grade.exercises}
@@ -753,9 +766,14 @@ def gradebook_rows(grades: list[StudentGrade], grade_ids: list[str]) -> list[dic
                 if not exercise.passed
             ]
         )
+        manual_max = sum(item.points for item in items)
+        if items:
+            row.update(auto=_points(grade.total), auto_max=_points(grade.max_points))
+            row.update({item.grade_id: "" for item in items}, manual="", manual_max=_points(manual_max))
+            notes.append(manual_grading.unmarked_note(len(items)))
         row.update(
             total=_points(grade.total),
-            max=_points(grade.max_points),
+            max=_points(grade.max_points + manual_max),
             run=grade.run.summary(),
             notes="; ".join(notes),
             sandbox=grade.sandbox,
@@ -764,14 +782,20 @@ def gradebook_rows(grades: list[StudentGrade], grade_ids: list[str]) -> list[dic
     return rows
 
 
-def gradebook_csv(grades: list[StudentGrade], grade_ids: list[str]) -> str:
+def gradebook_columns(grade_ids: list[str], items: list[manual_grading.ManualItem] | None = None) -> list[str]:
+    """The gradebook's header: exercise columns by grade_id, then the hand-graded ones when there are any."""
+    manual = ["auto", "auto_max", *manual_grading.manual_columns(items)] if items else []
+    return ["student", *grade_ids, *manual, "total", "max", "run", "notes", "sandbox"]
+
+
+def gradebook_csv(
+    grades: list[StudentGrade], grade_ids: list[str], items: list[manual_grading.ManualItem] | None = None
+) -> str:
     """The gradebook CSV text (one row per student; exercise columns named by grade_id)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=["student", *grade_ids, "total", "max", "run", "notes", "sandbox"], lineterminator="\n"
-    )
+    writer = csv.DictWriter(buffer, fieldnames=gradebook_columns(grade_ids, items), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(gradebook_rows(grades, grade_ids))
+    writer.writerows(gradebook_rows(grades, grade_ids, items))
     return buffer.getvalue()
 
 
@@ -788,12 +812,21 @@ def exercise_titles(solution: NotebookNode) -> dict[str, str]:
 
 
 def manual_answers(solution: NotebookNode) -> list[tuple[str, float]]:
-    """Written answers graded by hand: (grade_id, points) of markdown solution cells with points."""
-    return [
-        (str(meta.get("grade_id")), float(meta.get("points", 0) or 0))
-        for meta, cell in ((nbgrader_meta(cell), cell) for cell in solution.cells)
-        if cell.cell_type == "markdown" and meta.get("solution") and meta.get("grade")
-    ]
+    """Items graded by hand (written answers and tasks): (grade_id, points), in order."""
+    return [(item.grade_id, item.points) for item in manual_grading.manual_items(solution)]
+
+
+def manual_answers_of(
+    solution: NotebookNode | None, student: NotebookNode | None, executed: str | None
+) -> list[manual_grading.ManualAnswer]:
+    """The student's answer to each hand-graded item, with the output above it from the executed run."""
+    if solution is None:
+        return []
+    try:
+        run = nbformat.reads(executed, as_version=4) if executed else None
+    except Exception:  # noqa: BLE001 - a half-written executed copy has no outputs to show
+        run = None
+    return manual_grading.student_answers(manual_grading.manual_items(solution), student, run)
 
 
 def feedback_markdown(
@@ -857,6 +890,8 @@ _ADVICE = {
     TOO_MUCH_OUTPUT: "Your code printed far more than an exercise needs: print a summary, not every value.",
     CRASHED: "Your cell raised an error. Restart the kernel and run the imports cell, then your cell, on its own: "
     "it may use only what the imports cell imports.",
+    DELEGATED: "Your function calls the workbook's own implementation of this exercise (named above) instead of "
+    "computing the answer: write the computation yourself; the check and the grader refuse the shortcut.",
     UNDEFINED: "The check could not find your function: keep the name and the arguments the exercise asks for.",
     SYNTAX: "Python cannot read the cell: fix the line named above.",
     GRADER_ERROR: "This is a problem on the grading side, not in your answer: your instructor will look at it.",
@@ -877,18 +912,25 @@ def write_results(
     solution: NotebookNode | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
-    """Write ``gradebook.csv``, ``feedback/<student>.md`` and ``executed/<student>.ipynb`` into ``out_dir``."""
+    """Write ``gradebook.csv``, ``feedback/<student>.md`` and ``executed/<student>.ipynb`` into ``out_dir``.
+
+    When the assignment has items graded by hand, also ``manual/`` (see :mod:`course_utils.manual_grading`).
+    """
     grade_ids = [exercise.grade_id for exercise in reference.exercises]
     titles = exercise_titles(solution) if solution is not None else {}
-    manual = manual_answers(solution) if solution is not None else []
+    items = manual_grading.manual_items(solution) if solution is not None else []
+    manual = [(item.grade_id, item.points) for item in items]
     (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
-    (out_dir / "gradebook.csv").write_text(gradebook_csv(grades, grade_ids), encoding="utf-8", newline="")
+    (out_dir / "gradebook.csv").write_text(gradebook_csv(grades, grade_ids, items), encoding="utf-8", newline="")
     for grade in grades:
         text = feedback_markdown(grade, reference.name, titles=titles, manual=manual, timeout=timeout)
         (out_dir / "feedback" / f"{grade.student}.md").write_text(text, encoding="utf-8")
         if grade.executed:
             (out_dir / "executed").mkdir(exist_ok=True)
             (out_dir / "executed" / f"{grade.student}.ipynb").write_text(grade.executed, encoding="utf-8")
+    if items:
+        students = [(grade.student, grade.manual, grade.problem) for grade in grades]
+        manual_grading.write_marking_files(out_dir, students, items, reference.name)
 
 
 def _points(value: float) -> str:
