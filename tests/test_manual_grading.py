@@ -148,7 +148,7 @@ def _gradebook(out: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
 def test_grading_lists_the_written_answers_per_student_and_keeps_the_points_apart(graded):
     columns, rows = _gradebook(graded)
     assert columns == ["student", "nb02-word-count", "nb02-squares", "nb02-initials", "auto", "auto_max",
-                       "nb02-why-count", "nb02-plot-task", "manual", "manual_max", "total", "max", "run", "notes"]
+                       "nb02-why-count", "nb02-plot-task", "manual", "manual_max", "total", "max", "run", "notes", "sandbox"]
     assert (rows["ann"]["auto"], rows["ann"]["auto_max"], rows["ann"]["manual_max"]) == ("4", "4", "3")
     assert (rows["ann"]["nb02-why-count"], rows["ann"]["total"], rows["ann"]["max"]) == ("", "4", "7")
     assert rows["ann"]["notes"] == "2 written answers not marked yet"
