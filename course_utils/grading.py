@@ -640,7 +640,7 @@ def grade_submission(
             sandbox=sandbox,
         )
         manual = manual_answers_of(solution, nb, executed)
-        return StudentGrade(student, source, grades, notebook_run, "", executed, manual)
+        return StudentGrade(student, source, grades, notebook_run, executed=executed, manual=manual)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
