@@ -348,19 +348,20 @@ def lora_rank_probe(steps: int = 15, budget: int = 7) -> Probe:
 
     def measure(rank: int) -> dict[str, Any]:
         from peft import LoraConfig, get_peft_model
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-        from course_utils import finetune, lora
+        from course_utils import export, lora
 
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 128:
             raise BadSetting(f"rank must be a whole number from 1 to 128, got {rank!r}")
         shared, tokenizer = _tiny_llama()
         torch.manual_seed(0)
         base = copy.deepcopy(shared)
-        with finetune.quiet_peft():
+        with export.quiet_peft():
             model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
                                                     target_modules=list(lora.LLAMA_TARGETS)))
         rows = _zorbish()
-        collate = finetune.CompletionCollator(tokenizer.pad_token_id)
+        collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
         generator = torch.Generator().manual_seed(0)
         model.train()
@@ -383,11 +384,11 @@ def lora_rank_probe(steps: int = 15, budget: int = 7) -> Probe:
 @functools.cache
 def _zorbish() -> dict[str, list[dict[str, list[int]]]]:
     """Tokenized Zorbish examples (512 for training, 64 held out), the prompt masked in the labels."""
-    from course_utils import finetune, sources
+    from course_utils import sft_data, sources
 
     _, tokenizer = _tiny_llama()
     data = sources.load_text_dataset("zorbish")
-    return {split: [finetune.tokenize_example(tokenizer, row["prompt"], row["completion"])
+    return {split: [sft_data.tokenize_example(tokenizer, row["prompt"], row["completion"])
                     for row in data[split].select(range(min(64 if split == "validation" else 512, len(data[split]))))]
             for split in ("train", "validation")}
 

@@ -94,8 +94,13 @@ def lora_parameter_count(shapes, r):
     return sum(lora.lora_param_count(d_out, d_in, r) for d_out, d_in in shapes)""",
     "nb05-make-batch": """\
 def make_batch(pairs, pad_id):
-    collate = finetune.CompletionCollator(pad_id)
-    return collate([finetune.build_example(prompt, completion) for prompt, completion in pairs])""",
+    examples = [sft_data.build_example(prompt, completion) for prompt, completion in pairs]
+    width = max(len(e["input_ids"]) for e in examples)
+    def pad(values, fill):
+        return list(values) + [fill] * (width - len(values))
+    return {"input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in examples]),
+            "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in examples]),
+            "labels": torch.tensor([pad(e["labels"], -100) for e in examples])}""",
     "nb05-nf4-quantize": """\
 def nf4_quantize(x, levels, block_size):
     q = quant.quantize_blockwise(x, levels, block_size)

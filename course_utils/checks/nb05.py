@@ -115,7 +115,7 @@ def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int
 
 
 # ------------------------------------------------------------------------------------------------ make_batch
-@check(forbids=("course_utils.finetune.CompletionCollator", "course_utils.finetune.build_example"))
+@check(forbids=("course_utils.sft_data.build_example", "trl.trainer.sft_trainer.DataCollatorForLanguageModeling"))
 def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
     """``make_batch(pairs, pad_id)``: right-padded ids, attention mask, labels with -100 on prompt and padding."""
     pad_id = 1
