@@ -254,6 +254,14 @@ WRONG: dict[str, list[Mistake]] = {
                 "config_file = adapter_dir", "the original edited in place, no copy"),
     ],
     # The experiments: their hidden tests run the student's strategy on made-up measurements.
+    "nb05-rank-experiment": [
+        Mistake("1.02 * lowest", "1.2 * lowest", "20% taken for 2%: stops too early"),
+        Mistake("min(rank for rank", "max(rank for rank", "the largest good rank instead of the smallest"),
+    ],
+    "nb06-gguf-experiment": [
+        Mistake("1.01 *", "1.5 *", "50% taken for 1%: a file that loses too much passes"),
+        Mistake("min(good, key", "min(rows, key", "the smallest file, whatever its perplexity"),
+    ],
     "nb00-kv-experiment": [
         Mistake("return (sizes[-1] - sizes[0]) / (contexts[-1] - contexts[0])", "return sizes[-1] / contexts[-1]",
                 "bytes per token at one length: the cache's fixed part counted too"),
