@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONSTRAINTS ?= constraints/ci-cpu.txt
 STAMP := $(VENV)/.installed
+LLAMA_STAMP := $(VENV)/.llama-installed
 PYTEST_WORKERS ?= 2
 # CI and these commands always run offline: everything comes from data/.
 export HF_HUB_OFFLINE := 1
@@ -15,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # made small-model training several times slower in CPU time and wall time alike.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup run test test-fast test-other-cpu test-colab gpu-check gpu-check-smoke lint lab data student constraints constraints-gpu clean help
+.PHONY: setup setup-llama run test test-fast test-other-cpu test-colab gpu-check gpu-check-smoke lint lab data student constraints constraints-gpu clean help
 
 help:
 	@echo "make run      execute every solution notebook (papermill, tiny profile); summary in build/summary.md"
@@ -27,6 +28,7 @@ help:
 	@echo "make lab      JupyterLab on the workbook"
 	@echo "make data     rebuild data/ from scratch (corpora, tokenizer, tiny checkpoints)"
 	@echo "make student  regenerate notebooks/ from solutions/"
+	@echo "make setup-llama  also install llama-cpp-python (builds llama.cpp: minutes); notebook 06 and its tests use it"
 
 setup: $(STAMP)
 
@@ -47,6 +49,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m course_utils.install_torch --constraints $(CONSTRAINTS)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
+
+# The `llama` extra: pip builds llama.cpp from source (cmake, a C++ compiler), several minutes on two cores.
+setup-llama: $(LLAMA_STAMP)
+
+$(LLAMA_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[llama]'
+	touch $(LLAMA_STAMP)
 
 run: $(STAMP)
 	$(PY) -m course_utils run --profile tiny

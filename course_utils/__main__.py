@@ -64,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     grade = commands.add_parser(
         "grade",
         help="grade a folder of submissions: gradebook CSV and a feedback file per student",
-        description="Run each submitted notebook (papermill, tiny profile, its own folder and time limit), grade "
-        "each exercise with the solution's checks and hidden tests, and write gradebook.csv, feedback/ and "
-        "executed/.",
+        description="Run each submitted notebook (papermill, tiny profile, its own folder and time limit, in a "
+        "sandbox), grade each exercise with the solution's checks and hidden tests, and write gradebook.csv, "
+        "feedback/ and executed/ (and manual/, to mark written answers by hand). After marking: `python -m "
+        "course_utils grade merge-manual OUT_DIR [MARKS.csv]` merges the marks into the gradebook and the feedback.",
     )
     grade.add_argument(
         "assignment", help="the solution notebook: number (00), name (00_your_machine) or a path to it"
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--hide-hidden-tests",
         action="store_true",
         help="feedback says that a hidden test failed, not which one (e.g. before a resubmission deadline)",
+    )
+    grade.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run student code without a sandbox, as your own user (by default it runs in bubblewrap on Linux, "
+        "and grading refuses to start without it)",
     )
 
     standins = commands.add_parser(
@@ -132,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["grade", "merge-manual"]:
+        return _merge_manual(argv[2:])
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "release": _release,
@@ -253,9 +263,38 @@ def _grade(args: argparse.Namespace) -> int:
             run=not args.skip_run,
             jobs=args.jobs,
             reveal_hidden=not args.hide_hidden_tests,
+            sandbox=not args.no_sandbox,
         )
     except GradingError as exc:
         raise _UsageError(str(exc)) from None
+    return 0
+
+
+def merge_manual_parser() -> argparse.ArgumentParser:
+    """The parser of ``grade merge-manual``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils grade merge-manual",
+        description="Merge the marks of the written answers (a filled-in manual/marks.csv) into the gradebook and "
+        "the feedback files of a graded folder. Automatic points are left as they are; run it again after "
+        "changing a mark.",
+    )
+    parser.add_argument("out", type=Path, help="the folder `grade` wrote (holding gradebook.csv and manual/)")
+    parser.add_argument("marks", type=Path, nargs="?", default=None,
+                        help="the filled-in marks file (default: OUT/manual/marks.csv)")
+    return parser
+
+
+def _merge_manual(argv: list[str]) -> int:
+    from course_utils.manual_grading import MarkingError, merge_marks
+
+    args = merge_manual_parser().parse_args(argv)
+    try:
+        merged, unmarked = merge_marks(args.out, args.marks)
+    except (MarkingError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"merged {merged} marks into {args.out / 'gradebook.csv'} and the feedback files"
+          + (f"; {unmarked} written answers are not marked yet" if unmarked else ""))
     return 0
 
 

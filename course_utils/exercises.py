@@ -23,6 +23,7 @@ from nbformat import NotebookNode
 
 from course_utils import paths
 from course_utils.release import cell_tags, nbgrader_meta, read_notebook, student_source, visible_source
+from course_utils.sandbox import Sandbox, start_process
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,10 @@ class ExerciseNotebook:
 class Result:
     """What happened when an exercise was checked: passed or not, the message to show, the time it took.
 
-    ``kind`` is ``passed``, ``failed`` (the check or a hidden test), ``not-written``, ``syntax-error``, ``error``
-    (something else was raised), ``timeout`` or ``died`` (the process stopped without reporting); ``stage``
+    ``kind`` is ``passed``, ``failed`` (the check or a hidden test), ``not-written``, ``delegated`` (the answer
+    called the workbook's own implementation), ``syntax-error``, ``error`` (something else was raised),
+    ``timeout``, ``output`` (it printed more than :data:`OUTPUT_LIMIT`) or ``died`` (the process stopped without
+    reporting); ``stage``
     (``imports``, ``exercise`` or ``check``) and ``line`` (1-based, in that cell) say where it stopped.
     """
 
@@ -160,10 +163,13 @@ def evaluate(
     timeout: float = 60,
     workdir: Path | str | None = None,
     env: Mapping[str, str] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> Result:
     """Run imports, exercise and check in a fresh Python subprocess (in ``workdir`` or a temporary folder).
 
     ``env`` is the environment the subprocess starts from (default: this process's); the package stays importable.
+    With a ``sandbox`` (:mod:`course_utils.sandbox`) the subprocess runs in a box of its own, where only ``workdir``
+    is writable. Its output is kept in files; more than :data:`OUTPUT_LIMIT` bytes of it fails the exercise.
     """
     with tempfile.TemporaryDirectory(prefix="course-exercise-") as scratch:
         scratch_dir = Path(scratch)
@@ -186,23 +192,22 @@ def evaluate(
         )
         command = [sys.executable, "-m", "course_utils._exercise_runner", str(job)]
         start = time.perf_counter()
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=_child_env(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            start_new_session=os.name == "posix",
-        )
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_tree(process)
-            stdout, _ = process.communicate()
-            seconds = time.perf_counter() - start
+        with open(scratch_dir / "stdout.txt", "wb") as out, open(scratch_dir / "stderr.txt", "wb") as err:
+            process = start_process(
+                command,
+                cwd=cwd,
+                env=_child_env(env),
+                sandbox=sandbox,
+                writable=[scratch_dir, cwd],
+                readonly=[job],
+                stdout=out,
+                stderr=err,
+            )
+            timed_out = wait_or_kill(process, timeout)
+        seconds = time.perf_counter() - start
+        stdout, printed = _read_output(scratch_dir / "stdout.txt")
+        stderr, printed_err = _read_output(scratch_dir / "stderr.txt")
+        if timed_out:
             return Result(
                 False,
                 f"timed out after {timeout:g} s: look for an endless loop, or make the work smaller",
@@ -210,30 +215,55 @@ def evaluate(
                 stdout,
                 kind="timeout",
             )
-        except BaseException:  # Ctrl-C: never leave the student's code running
-            kill_tree(process)
-            raise
-        seconds = time.perf_counter() - start
-        if not outcome.exists():
-            tail = "\n".join(stderr.strip().splitlines()[-5:])
+        if printed + printed_err > OUTPUT_LIMIT:
             return Result(
                 False,
-                f"the check process stopped (exit code {process.returncode}) before reporting a "
-                f"result{': ' + tail if tail else ''}",
+                f"printed {printed + printed_err:,} bytes, more than the {OUTPUT_LIMIT:,} an exercise may print: "
+                "print less (a summary, or the first few items)",
                 seconds,
                 stdout,
-                kind="died",
+                kind="output",
             )
-        report = json.loads(outcome.read_text(encoding="utf-8"))
+        if not outcome.exists():
+            tail = "\n".join(stderr.strip().splitlines()[-5:])
+            message = (
+                f"the check process stopped (exit code {process.returncode}) before reporting a "
+                f"result{': ' + tail if tail else ''}"
+            )
+            return Result(False, _explain(sandbox, message), seconds, stdout, kind="died")
+        try:
+            report = json.loads(outcome.read_text(encoding="utf-8"))
+            passed, message = bool(report["passed"]), str(report["message"])
+        except (OSError, ValueError, KeyError, TypeError):
+            message = "the check process left a damaged report (did the code overwrite the grader's files?)"
+            return Result(False, message, seconds, stdout, kind="died")
         return Result(
-            bool(report["passed"]),
-            report["message"],
+            passed,
+            _explain(sandbox, message),
             seconds,
             stdout,
             kind=str(report.get("kind", "")),
             stage=str(report.get("stage", "")),
             line=report.get("line"),
         )
+
+
+OUTPUT_LIMIT = 8 * 2**20  # bytes an exercise may print (stdout and stderr together)
+_KEPT_OUTPUT = 2**20  # the first bytes of the output kept in Result.output
+
+
+def _read_output(path: Path) -> tuple[str, int]:
+    """The first bytes of an output file as text, and how many bytes it had in all."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            return f.read(_KEPT_OUTPUT).decode("utf-8", errors="replace"), size
+    except OSError:
+        return "", 0
+
+
+def _explain(sandbox: Sandbox | None, message: str) -> str:
+    return sandbox.explain(message) if sandbox is not None else message
 
 
 def _child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -243,6 +273,19 @@ def _child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env.setdefault("MPLBACKEND", "Agg")
     env.pop("COURSE_FIGURES_FILE", None)  # an exercise never writes into the run summary
     return env
+
+
+def wait_or_kill(process: subprocess.Popen, timeout: float) -> bool:
+    """Wait for ``process``; past ``timeout`` seconds (or on Ctrl-C) kill it and all it started. True if timed out."""
+    try:
+        process.wait(timeout=timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        kill_tree(process)
+        return True
+    except BaseException:  # Ctrl-C: never leave the student's code running
+        kill_tree(process)
+        raise
 
 
 def kill_tree(process: subprocess.Popen) -> None:

@@ -1,33 +1,55 @@
 """Every way to save a fine-tuned model, and what can run each one (a Mac included).
 
-* **LoRA adapter only** (``finetune.save_adapter``): megabytes, needs its base model at load time; the base is the
-  one named in ``adapter_config.json`` (:func:`retarget_adapter` points a copy at another one).
+* **LoRA adapter only** (PEFT's ``model.save_pretrained``): megabytes, needs its base model at load time; the base
+  is the one named in ``adapter_config.json`` (:func:`retarget_adapter` points a copy at another one).
 * **Merged 16-bit** (:func:`merged_16bit`): one standalone transformers checkpoint. From a QLoRA run the base is
   4-bit; it is merged either into the dequantized 4-bit weights (what the adapter was trained against) or into the
   original 16-bit weights.
 * **GGUF** (:func:`export_gguf`, written by :mod:`course_utils.gguf_io`): one file for llama.cpp, Ollama and LM
-  Studio, in f16 or q8_0; k-quants such as q4_k_m through llama.cpp's ``llama-quantize`` where it is installed
-  (:func:`find_llama_cpp`, :func:`quantize_with_llama_cpp`).
+  Studio, in f16 or q8_0, and the adapter alone as a GGUF LoRA file; :mod:`course_utils.llama_cpp_run` runs them in
+  llama.cpp and makes k-quants such as q4_k_m with its quantizer.
 * **The Hub** (:func:`push_variants`): each of the above uploaded, only behind Notebook 01's gate (a token in the
   environment AND the notebook's flag).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
+import contextlib
 import json
 import shutil
-import subprocess
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from course_utils import finetune, gguf_io, quant, sharing, sources
+from course_utils import gguf_io, quant, sharing, sources
+from course_utils.memory_measure import human_bytes, release_memory
+from course_utils.sft_data import render_turns, stop_ids
+from course_utils.sft_eval import generate, logits_on
 
 MERGE_BASES = ("dequantized", "original")
+
+
+# ================================================================================================ folders
+def folder_bytes(folder: str | Path) -> dict[str, int]:
+    """Size of each file in ``folder``, largest first."""
+    files = {p.name: p.stat().st_size for p in Path(folder).iterdir() if p.is_file()}
+    return dict(sorted(files.items(), key=lambda item: -item[1]))
+
+
+def adapter_config(folder: str | Path) -> dict[str, Any]:
+    """The saved ``adapter_config.json`` as a dict."""
+    return json.loads((Path(folder) / "adapter_config.json").read_text())
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence one FutureWarning: PEFT 0.21 reads an attribute transformers 5 deprecates (not ours to fix)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 # ================================================================================================ adapters
@@ -46,13 +68,18 @@ def retarget_adapter(adapter_dir: str | Path, base: str, out_dir: str | Path) ->
 
 def prequantize(name: str, folder: str | Path) -> Path:
     """Save ``name`` already quantized to 4-bit NF4 in ``folder`` (as the ``unsloth/...-bnb-4bit`` repositories are)."""
+    from transformers import AutoModelForCausalLM
+
     folder = Path(folder)
-    model, tokenizer = finetune.load_model(name, load_in_4bit=True, device="cpu" if not torch.cuda.is_available()
-                                           else None, backend="peft")
+    placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}
+    compute = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else (
+        torch.float16 if torch.cuda.is_available() else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(sources.resolve_model(name).location, dtype=compute,
+                                                 quantization_config=quant.nf4_config(compute), **placement)
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    sources.load_tokenizer(name).save_pretrained(folder)
     del model
-    finetune.release_memory()
+    release_memory()
     return folder
 
 
@@ -70,21 +97,11 @@ def dequantized_weights(model: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def merged_16bit(adapter_dir: str | Path, base_name: str, *, trained_model: Any = None, base: str = "dequantized",
-                 dtype: torch.dtype = torch.float16) -> Any:
-    """The adapter folded into its base, as a plain model in ``dtype``.
-
-    ``base="dequantized"``: the linear weights of ``trained_model`` (a QLoRA model) are dequantized first, so the
-    merged model computes what was trained (Unsloth's ``merged_16bit`` does this for a 4-bit base).
-    ``base="original"``: the adapter goes onto the 16-bit weights of ``base_name`` as they were before quantization.
-    For a model trained on a 16-bit base both are the same.
-    """
-    from peft import PeftModel
-
-    if base not in MERGE_BASES:
-        raise ValueError(f"base must be one of {MERGE_BASES}, got {base!r}")
+def dequantized_base(base_name: str, trained_model: Any = None) -> Any:
+    """The plain float32 base of ``base_name`` with the linear weights a QLoRA ``trained_model`` really used: its
+    4-bit weights, dequantized (without a quantized ``trained_model``: the base as saved)."""
     plain, _ = sources.load_causal_lm(base_name, dtype=torch.float32, device="cpu", verbose=False)
-    if base == "dequantized" and trained_model is not None and finetune.is_quantized(trained_model):
+    if trained_model is not None and quant.is_quantized(trained_model):
         weights = dequantized_weights(trained_model)
         state = plain.state_dict()
         missing = [name for name in weights if name not in state]
@@ -93,20 +110,36 @@ def merged_16bit(adapter_dir: str | Path, base_name: str, *, trained_model: Any 
         with torch.no_grad():
             for name, value in weights.items():
                 state[name].copy_(value.reshape(state[name].shape))
-    with finetune.quiet_peft():
+    return plain.eval()
+
+
+def merged_16bit(adapter_dir: str | Path, base_name: str, *, trained_model: Any = None, base: str = "dequantized",
+                 dtype: torch.dtype = torch.float16) -> Any:
+    """The adapter folded into its base, as a plain model in ``dtype``.
+
+    ``base="dequantized"``: the linear weights of ``trained_model`` (a QLoRA model) are dequantized first, so the
+    merged model computes what was trained. ``base="original"``: the adapter goes onto the 16-bit weights of
+    ``base_name`` as they were before quantization (what Unsloth's ``save_pretrained_merged`` does in its current
+    releases). For a model trained on a 16-bit base both are the same.
+    """
+    from peft import PeftModel
+
+    if base not in MERGE_BASES:
+        raise ValueError(f"base must be one of {MERGE_BASES}, got {base!r}")
+    plain = dequantized_base(base_name, trained_model if base == "dequantized" else None)
+    with quiet_peft():
         adapted = PeftModel.from_pretrained(plain, str(adapter_dir))
     return adapted.merge_and_unload().to(dtype).eval()
 
 
-def save_merged_16bit(model: Any, tokenizer: Any, adapter_dir: str | Path, base_name: str, folder: str | Path, *,
-                      dtype: torch.dtype = torch.float16) -> Path:
-    """Write the merged 16-bit checkpoint: Unsloth's ``save_pretrained_merged`` on its backend, else
-    :func:`merged_16bit` into the dequantized base, saved with ``save_pretrained``."""
+def save_merged_16bit(trained_model: Any, tokenizer: Any, adapter_dir: str | Path, base_name: str, folder: str | Path,
+                      *, dtype: torch.dtype = torch.float16) -> Path:
+    """Write the merged 16-bit checkpoint of a (Q)LoRA model, merged into the base it was trained against
+    (:func:`merged_16bit` with ``base="dequantized"``), with ``save_pretrained``."""
     folder = Path(folder)
-    if getattr(model, "course_backend", "peft") == "unsloth":
-        return finetune.save_merged(model, tokenizer, folder)
-    merged = merged_16bit(adapter_dir, base_name, trained_model=model, base="dequantized", dtype=dtype)
-    finetune.save_merged(merged, tokenizer, folder, backend="peft")
+    merged = merged_16bit(adapter_dir, base_name, trained_model=trained_model, base="dequantized", dtype=dtype)
+    merged.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     del merged
     return folder
 
@@ -114,13 +147,13 @@ def save_merged_16bit(model: Any, tokenizer: Any, adapter_dir: str | Path, base_
 def merge_choices(model: Any, tokenizer: Any, adapter_dir: str | Path, base_name: str, prompts: Sequence[str], *,
                   chat: bool | None, dtype: torch.dtype = torch.float32) -> list[dict[str, Any]]:
     """Both merges of a QLoRA adapter beside the trained model: logit difference and agreement of greedy answers."""
-    reference = finetune.logits_on(model, tokenizer, prompts, chat=chat)
-    answers = finetune.generate(model, tokenizer, prompts, chat=chat)
+    reference = logits_on(model, tokenizer, prompts, chat=chat)
+    answers = generate(model, tokenizer, prompts, chat=chat)
     rows = []
     for base in MERGE_BASES:
         merged = merged_16bit(adapter_dir, base_name, trained_model=model, base=base, dtype=dtype)
-        logits = finetune.logits_on(merged, tokenizer, prompts, chat=chat)
-        same = sum(a == b for a, b in zip(answers, finetune.generate(merged, tokenizer, prompts, chat=chat)))
+        logits = logits_on(merged, tokenizer, prompts, chat=chat)
+        same = sum(a == b for a, b in zip(answers, generate(merged, tokenizer, prompts, chat=chat)))
         rows.append({"merged into": {"dequantized": "dequantized 4-bit base (what was trained)",
                                      "original": "original 16-bit base"}[base],
                      "largest logit difference / largest logit":
@@ -142,54 +175,18 @@ def verify_gguf(gguf_file: gguf_io.GgufFile, source: Any, tokenizer: Any, prompt
                 chat: bool | None = None) -> dict[str, Any]:
     """Read the GGUF back with transformers (an independent reader) and compare its logits with ``source``'s."""
     reader_model, reader_tokenizer = gguf_io.load_with_transformers(gguf_file.path)
-    reference = finetune.logits_on(source.float(), tokenizer, prompts, chat=chat)
-    candidate = finetune.logits_on(reader_model, tokenizer, prompts, chat=chat)
+    reference = logits_on(source.float(), tokenizer, prompts, chat=chat)
+    candidate = logits_on(reader_model, tokenizer, prompts, chat=chat)
     relative = ((candidate - reference).abs().max() / reference.abs().max()).item()
     tolerance = gguf_io.GGUF_TOLERANCE[gguf_file.file_type]
     same_ids = all(reader_tokenizer(p)["input_ids"] == tokenizer(p)["input_ids"] for p in prompts)
-    answers_source = finetune.generate(source.float(), tokenizer, prompts, chat=chat)
-    answers_reader = finetune.generate(reader_model, tokenizer, prompts, chat=chat)
+    answers_source = generate(source.float(), tokenizer, prompts, chat=chat)
+    answers_reader = generate(reader_model, tokenizer, prompts, chat=chat)
     same = sum(a == b for a, b in zip(answers_source, answers_reader)) / len(prompts)
     del reader_model
     return {"file": gguf_file.path.name, "read back as": "transformers (gguf_file=...)",
             "largest logit difference / largest logit": relative, "tolerance": tolerance,
             "within tolerance": relative <= tolerance, "same token ids": same_ids, "same greedy answers": same}
-
-
-def find_llama_cpp() -> dict[str, str | None]:
-    """Where llama.cpp's tools are: the ``llama-quantize`` binary on PATH, and the ``llama_cpp`` Python bindings."""
-    binary = shutil.which("llama-quantize")
-    bindings = None
-    if importlib.util.find_spec("llama_cpp") is not None:
-        try:
-            bindings = importlib.metadata.version("llama_cpp_python")
-        except importlib.metadata.PackageNotFoundError:
-            bindings = "installed"
-    return {"llama-quantize": binary, "llama_cpp (Python bindings)": bindings}
-
-
-def quantize_with_llama_cpp(source: str | Path, target: str | Path, quant: str = "Q4_K_M") -> tuple[Path | None, str]:
-    """``(file, message)``: a k-quant of an f16/f32 GGUF made by llama.cpp, or ``(None, why not)``."""
-    tools = find_llama_cpp()
-    target = Path(target)
-    if tools["llama-quantize"]:
-        done = subprocess.run([tools["llama-quantize"], str(source), str(target), quant], capture_output=True,
-                              text=True)
-        if done.returncode == 0:
-            return target, f"made by {tools['llama-quantize']}"
-        return None, f"llama-quantize failed: {done.stderr.strip().splitlines()[-1:]}"
-    if tools["llama_cpp (Python bindings)"]:
-        import llama_cpp
-
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
-        if status == 0:
-            return target, "made by llama_cpp.llama_model_quantize (llama-cpp-python)"
-        return None, f"llama_cpp.llama_model_quantize returned {status}"
-    return None, (f"{quant} NOT made: llama.cpp is not installed here (no llama-quantize on PATH, no llama_cpp "
-                  "Python package). K-quants need llama.cpp's quantizer: `brew install llama.cpp` on a Mac, or "
-                  "build llama.cpp, then run: llama-quantize model-f16.gguf model-q4_k_m.gguf Q4_K_M")
 
 
 def gguf_size_estimate(n_params: int, file_type: str) -> float:
@@ -205,18 +202,23 @@ def formats_table(entries: dict[str, Path | Sequence[Path]]) -> list[dict[str, A
         files = [where] if isinstance(where, Path) and where.is_file() else (
             sorted(p for p in where.iterdir() if p.is_file()) if isinstance(where, Path) else list(where))
         total = sum(p.stat().st_size for p in files)
-        rows.append({"format": label, "files": len(files), "bytes": total, "size": finetune.human_bytes(total)})
+        rows.append({"format": label, "files": len(files), "bytes": total, "size": human_bytes(total)})
     return rows
 
 
 # ================================================================================================ the Hub
 def push_variants(gate: sharing.HubGate, repo_id: str | None, *, adapter_dir: Path, merged_dir: Path,
                   gguf_files: Sequence[Path]) -> list[dict[str, str]]:
-    """Upload the adapter, the merged model and the GGUF files to three private repositories, if the gate is open."""
-    plan = [("LoRA adapter", f"{repo_id}-lora", [adapter_dir]), ("merged 16-bit", f"{repo_id}", [merged_dir]),
-            ("GGUF", f"{repo_id}-GGUF", list(gguf_files))]
+    """Upload the adapter, the merged model and the GGUF files to three private repositories, if the gate is open.
+
+    With the gate closed, the rows say which repositories would be created (``<HUB_REPO_ID>`` standing for an unset
+    id) and that nothing was uploaded; the gate itself says why.
+    """
+    name = repo_id or "<HUB_REPO_ID>"
+    plan = [("LoRA adapter", f"{name}-lora", [adapter_dir]), ("merged 16-bit", name, [merged_dir]),
+            ("GGUF", f"{name}-GGUF", list(gguf_files))]
     if not gate.enabled:
-        return [{"what": what, "repository": repo, "status": "not pushed: " + gate.reason} for what, repo, _ in plan]
+        return [{"what": what, "repository": repo, "status": "not pushed (gate closed)"} for what, repo, _ in plan]
     from huggingface_hub import HfApi
 
     api = HfApi()  # reads the token from the environment (HF_TOKEN) itself: it is never passed or printed here
@@ -238,13 +240,13 @@ def prompt_template(tokenizer: Any, chat: bool) -> str:
     if not chat:
         return "{{ .Prompt }}"
     placeholder = "PROMPT_PLACEHOLDER"
-    rendered = finetune._render(tokenizer, placeholder, None)
+    rendered = render_turns(tokenizer, placeholder, None)
     return rendered.replace(placeholder, "{{ .Prompt }}")
 
 
 def ollama_modelfile(gguf_name: str, tokenizer: Any, *, chat: bool) -> str:
     """An Ollama Modelfile for a GGUF: the weights, the prompt format, greedy decoding, the tokens that stop it."""
-    stops = sorted({tokenizer.convert_ids_to_tokens(i) for i in finetune.stop_ids(tokenizer, chat=chat)})
+    stops = sorted({tokenizer.convert_ids_to_tokens(i) for i in stop_ids(tokenizer, chat=chat)})
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{prompt_template(tokenizer, chat)}"""', "PARAMETER temperature 0"]
     lines += [f'PARAMETER stop "{stop}"' for stop in stops]
     return "\n".join(lines) + "\n"

@@ -1,6 +1,8 @@
 """The notebook's fine-tuning as a script for one process or many (``accelerate launch``, ``torchrun``, Slurm).
 
-``scripts/finetune.py`` calls :func:`main`. Launched as several processes, each one (a *rank*) loads the model,
+``scripts/finetune.py`` calls :func:`main`, which makes the same library calls as notebook 06: Unsloth's
+``FastLanguageModel`` on a CUDA GPU where unsloth is installed, transformers + bitsandbytes + PEFT elsewhere (and
+always with ``--device cpu``), then TRL's ``SFTTrainer``. Launched as several processes, each one (a *rank*) loads the model,
 trains on its own share of every batch, and the ``Trainer`` averages the gradients across ranks before each
 optimizer step (DDP), so every rank holds the same adapters at every step. At the end each rank fingerprints its
 adapters; rank 0 checks that all fingerprints agree, saves the adapter once and writes a JSON report::
@@ -83,18 +85,80 @@ def _gather(value: Any) -> list[Any]:
     return values
 
 
+def load_for_training(args: argparse.Namespace, location: str, device: Any, load_in_4bit: bool,
+                      use_unsloth: bool, max_seq_length: int = 256) -> tuple[Any, Any]:
+    """``(model with LoRA adapters, tokenizer)``: Unsloth's two calls on its path, transformers + PEFT on the other."""
+    import torch
+
+    from course_utils import env, lora, quant
+
+    if use_unsloth:
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=location, max_seq_length=max_seq_length, dtype=None, load_in_4bit=load_in_4bit,
+            device_map={"": device.index or 0})  # this rank's own GPU, never Unsloth's guess
+        model = FastLanguageModel.get_peft_model(
+            model, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0, bias="none",
+            target_modules=list(lora.LLAMA_TARGETS), random_state=args.seed,
+            use_gradient_checkpointing="unsloth" if args.gradient_checkpointing else False)
+        return model, tokenizer
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = env.pick_precision(device).inference_dtype
+    extra = {"device_map": {"": device.index or 0}} if device.type == "cuda" else {}
+    if load_in_4bit and not quant.saved_quantized(location):  # a folder saved quantized brings its own config
+        extra["quantization_config"] = quant.nf4_config(dtype)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **extra)
+    if device.type != "cuda" and not load_in_4bit:
+        model = model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.model_max_length = min(tokenizer.model_max_length, max_seq_length)
+    if load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    elif args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    torch.manual_seed(args.seed)
+    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0,
+                        target_modules=list(lora.LLAMA_TARGETS), task_type="CAUSAL_LM")
+    return get_peft_model(model, config), tokenizer
+
+
+def choose_backend(backend: str, device: str | None) -> tuple[bool, str]:
+    """``(use Unsloth?, why)``: Unsloth only on a CUDA device; ``--device cpu`` always means the CPU and PEFT."""
+    import torch
+
+    from course_utils import unsloth_backend
+
+    on_gpu = device == "cuda" or (device is None and torch.cuda.is_available())
+    if backend == "peft":
+        return False, "asked for transformers + PEFT"
+    if backend == "unsloth":
+        unsloth_backend.require_cuda("cuda" if on_gpu else "cpu")
+        status = unsloth_backend.activate("cuda")
+        if not status.available:
+            raise RuntimeError(f"--backend unsloth: {status.reason}")
+        return True, status.reason
+    if not on_gpu:
+        return False, "the device is the CPU: transformers + PEFT"
+    status = unsloth_backend.activate("cuda")
+    return status.available, status.reason
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune as the command line says; rank 0 saves the adapter and ``report.json``. Returns the report."""
     args = parse_args(argv)
     rank, local_rank, world_size = world()
-    from course_utils import unsloth_backend
-
-    if args.backend in ("auto", "unsloth"):
-        unsloth_backend.activate()  # imports unsloth before transformers where a GPU and unsloth are present
+    use_unsloth, why = choose_backend(args.backend, args.device)  # imports unsloth first where it is used
 
     import torch
+    from trl import SFTConfig, SFTTrainer
 
-    from course_utils import env, finetune, profiles, sources
+    from course_utils import env, profiles, sft_data, sources, trainer_callbacks
 
     profile = profiles.resolve_profile(args.profile, verbose=rank == 0)
     model_name = args.model or profile.model("base")
@@ -108,35 +172,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
     env.set_seed(args.seed)
 
-    model, tokenizer = finetune.load_model(model_name, load_in_4bit=load_in_4bit, device=device,
-                                           backend=args.backend)
-    model = finetune.add_adapters(model, finetune.LoraSettings(r=args.lora_r, alpha=args.lora_alpha,
-                                                               gradient_checkpointing=args.gradient_checkpointing,
-                                                               seed=args.seed))
-    rows = sources.load_text_dataset(profile.dataset("instructions"), "train")
-    train_data = finetune.format_dataset(rows, tokenizer, chat=chat)
-    settings = finetune.SFTSettings(max_steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-                                    warmup_steps=min(10, steps // 2), logging_steps=max(1, steps // 10),
-                                    seed=args.seed, ddp_find_unused_parameters=False)
-    result = finetune.train(model, tokenizer, train_data, settings, progress=rank == 0)
+    location = sources.resolve_model(model_name).location
+    model, tokenizer = load_for_training(args, location, device, load_in_4bit, use_unsloth)
+    rows = sft_data.sft_rows(sources.load_text_dataset(profile.dataset("instructions"), "train"), chat=chat)
+    precision = env.pick_precision(device)
+    config = SFTConfig(
+        output_dir=str(output_dir / "trainer"), max_steps=steps, per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate, warmup_steps=min(10, steps // 2), logging_steps=max(1, steps // 10),
+        seed=args.seed, completion_only_loss=True, max_length=256, activation_checkpointing=False,
+        bf16=precision.autocast_dtype == torch.bfloat16, fp16=precision.autocast_dtype == torch.float16,
+        use_cpu=device.type == "cpu", report_to="none", save_strategy="no", disable_tqdm=rank != 0,
+        ddp_find_unused_parameters=False)
+    meter = trainer_callbacks.TrainingMeter()
+    trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer, callbacks=[meter])
+    if use_unsloth and chat:
+        from unsloth.chat_templates import train_on_responses_only
 
-    mine = {"rank": rank, "fingerprint": fingerprint(model), "steps": result.steps,
-            "final loss": result.final_train_loss, "seconds per step": result.seconds_per_step,
-            "peak bytes": result.peak.peak_bytes if result.peak else None,
-            "peak above start bytes": result.peak.increase_bytes if result.peak else None}
+        from course_utils.unsloth_backend import chat_markers
+
+        instruction_part, response_part = chat_markers(tokenizer)
+        trainer = train_on_responses_only(trainer, instruction_part=instruction_part, response_part=response_part)
+    trainer.train()
+
+    losses = trainer_callbacks.losses(trainer.state.log_history)
+    mine = {"rank": rank, "fingerprint": fingerprint(model), "steps": meter.steps,
+            "final loss": losses[max(losses)] if losses else float("nan"),
+            "seconds per step": meter.seconds_per_step,
+            "peak bytes": meter.peak.peak_bytes if meter.peak else None,
+            "peak above start bytes": meter.peak.increase_bytes if meter.peak else None}
     ranks = _gather(mine)
-    report = {"backend": model.course_backend, "model": model_name, "profile": profile.name,
-              "load_in_4bit": load_in_4bit, "device": device.type, "world_size": world_size,
-              "steps": result.steps, "batch per rank": batch_size, "global batch": batch_size * world_size,
-              "seconds per step": result.seconds_per_step, "first step seconds": result.first_step_seconds,
-              "peak method": result.peak.method if result.peak else None,
+    report = {"backend": "unsloth" if use_unsloth else "peft", "backend reason": why, "model": model_name,
+              "profile": profile.name, "load_in_4bit": load_in_4bit, "device": device.type,
+              "world_size": world_size, "steps": meter.steps, "batch per rank": batch_size,
+              "global batch": batch_size * world_size, "seconds per step": meter.seconds_per_step,
+              "first step seconds": meter.first_step_seconds,
+              "peak method": meter.peak.method if meter.peak else None,
               "peak bytes": mine["peak bytes"], "peak above start bytes": mine["peak above start bytes"],
               "ranks": ranks, "ranks agree": len({r["fingerprint"] for r in ranks}) == 1,
               "adapter": str(output_dir / "adapter")}
     if rank == 0:
-        finetune.save_adapter(model, output_dir / "adapter", tokenizer)
+        model.save_pretrained(output_dir / "adapter")
+        tokenizer.save_pretrained(output_dir / "adapter")
         (output_dir / "report.json").write_text(json.dumps(report, indent=2))
-        print(f"{world_size} rank(s), {result.steps} steps, {result.seconds_per_step:.3f} s per step; "
+        print(f"{world_size} rank(s), {meter.steps} steps, {meter.seconds_per_step:.3f} s per step; "
               f"adapters identical on every rank: {report['ranks agree']}; saved {output_dir / 'adapter'}")
     return report
 
@@ -223,38 +301,39 @@ def cluster_files() -> dict[str, str]:
 
 
 # ================================================================================================ Unsloth vs PEFT
-def compare_backends(main_backend: str, main_result: Any, output_dir: str | Path, script_args: list[str], *,
+def compare_backends(main_backend: str, meter: Any, output_dir: str | Path, script_args: list[str], *,
                      measure_others: bool = True) -> list[dict[str, Any]]:
     """Unsloth and PEFT on the same model, data and steps: seconds per step and peak memory of each.
 
-    The backend the notebook trained with gives its own row; the other is trained by ``scripts/finetune.py`` in a
-    fresh process (so Unsloth's patches, once imported, cannot speed up or slow down the PEFT run), or, where it
-    cannot run, its row says so and why. No number is filled in that was not measured.
+    The backend the notebook trained with gives its own row (from its :class:`TrainingMeter`); the other is
+    trained by ``scripts/finetune.py`` in a fresh process (so Unsloth's patches, once imported, cannot speed up or
+    slow down the PEFT run), or, where it cannot run, its row says so and why. No number is filled in that was not
+    measured.
     """
-    from course_utils import finetune, unsloth_backend
+    from course_utils import unsloth_backend
 
     rows = []
     for backend in ("unsloth", "peft"):
         row: dict[str, Any] = {"backend": {"unsloth": "Unsloth", "peft": "transformers + PEFT"}[backend]}
         if backend == main_backend:
-            peak = main_result.peak
-            row.update({"measured": "in this notebook (section 1)", "s per step": main_result.seconds_per_step,
+            peak = meter.peak
+            row.update({"measured": "in this notebook (section 1)", "s per step": meter.seconds_per_step,
                         "peak above start MiB": peak.increase_bytes / 2**20 if peak else float("nan"),
                         "peak measured as": peak.method if peak else "-"})
+            rows.append(row)
+            continue
+        why = unsloth_backend.why_not_here("cuda") if backend == "unsloth" else None
+        if why is not None or not measure_others:
+            row.update({"measured": "NOT measured: " + (why or "COMPARE_BACKENDS is False"),
+                        "s per step": float("nan"), "peak above start MiB": float("nan"), "peak measured as": "-"})
         else:
-            candidate = unsloth_backend.UnslothBackend() if backend == "unsloth" else finetune.BACKENDS["peft"]
-            ok, why = candidate.available()
-            if not ok or not measure_others:
-                row.update({"measured": "NOT measured: " + (why if not ok else "COMPARE_BACKENDS is False"),
-                            "s per step": float("nan"), "peak above start MiB": float("nan"), "peak measured as": "-"})
-            else:
-                done = run_script(Path(output_dir) / backend, *script_args, "--backend", backend)
-                if not done.ok:
-                    raise RuntimeError(f"the {backend} run failed:\n{done.tail}")
-                report = done.report
-                row.update({"measured": "scripts/finetune.py in a fresh process", "s per step": report["seconds per step"],
-                            "peak above start MiB": (report["peak above start bytes"] or 0) / 2**20,
-                            "peak measured as": report["peak method"]})
+            done = run_script(Path(output_dir) / backend, *script_args, "--backend", backend)
+            if not done.ok:
+                raise RuntimeError(f"the {backend} run failed:\n{done.tail}")
+            report = done.report
+            row.update({"measured": "scripts/finetune.py in a fresh process", "s per step": report["seconds per step"],
+                        "peak above start MiB": (report["peak above start bytes"] or 0) / 2**20,
+                        "peak measured as": report["peak method"]})
         rows.append(row)
     return rows
 

@@ -215,6 +215,15 @@ def _encode(tensor: torch.Tensor, ggml_type: str) -> np.ndarray:
     return quantize_q8_0(values)
 
 
+def _finish(writer: Any, path: Path, file_type: str, records: list[TensorRecord]) -> GgufFile:
+    """Write header, metadata and tensors in gguf's order, close the file, and describe what it holds."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return GgufFile(path, file_type, records)
+
+
 def llama_tensors(model: Any, *, permute: bool = True) -> list[tuple[str, str, torch.Tensor]]:
     """``(gguf name, transformers name, tensor)`` for every weight, with q/k permuted for llama.cpp.
 
@@ -296,11 +305,71 @@ def write_gguf(model: Any, tokenizer: Any, path: str | Path, file_type: str = "f
         else:
             writer.add_tensor(gguf_tensor_name, data)
         records.append(TensorRecord(gguf_tensor_name, hf_name, tuple(tensor.shape), ggml_type, int(data.nbytes)))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return GgufFile(path, file_type, records)
+    return _finish(writer, path, file_type, records)
+
+
+# ================================================================================================ LoRA adapters
+def lora_tensors(adapter_dir: str | Path, config: Any, *, permute: bool = True) -> list[tuple[str, torch.Tensor]]:
+    """``(gguf name, tensor)`` of a PEFT LoRA adapter folder: ``blk.N.attn_q.weight.lora_a`` (A) and ``.lora_b`` (B).
+
+    ``W0 + (alpha/r) B A`` must act on the rows llama.cpp reads, so the rows of B for ``attn_q`` and ``attn_k``
+    are reordered like the base weights (:func:`permute_qk`); A acts on the inputs and stays as it is.
+    """
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    out = []
+    for key, tensor in sorted(state.items()):
+        module, _, part = key.removeprefix("base_model.model.").rpartition(".lora_")
+        if part not in ("A.weight", "B.weight"):
+            raise KeyError(f"{key!r} is not a LoRA A or B matrix of a linear layer (embedding adapters, DoRA and "
+                           "bias training are not handled here).")
+        name = gguf_name(module + ".weight")
+        if permute and part == "B.weight" and name.endswith("attn_q.weight"):
+            tensor = permute_qk(tensor, config.num_attention_heads)
+        elif permute and part == "B.weight" and name.endswith("attn_k.weight"):
+            tensor = permute_qk(tensor, config.num_key_value_heads)
+        out.append((name + (".lora_a" if part == "A.weight" else ".lora_b"), tensor))
+    return out
+
+
+def lora_alpha_for_llama_cpp(adapter_config: dict[str, Any]) -> float:
+    """The ``adapter.lora.alpha`` to write: llama.cpp scales B A by alpha / r, so rsLoRA's alpha / sqrt(r) needs
+    alpha * sqrt(r) there."""
+    if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern") or adapter_config.get("use_dora"):
+        raise ValueError("Per-layer ranks or alphas and DoRA are not handled by this writer; use llama.cpp's "
+                         "convert_lora_to_gguf.py.")
+    alpha, r = float(adapter_config["lora_alpha"]), int(adapter_config["r"])
+    return alpha * r**0.5 if adapter_config.get("use_rslora") else alpha
+
+
+def write_lora_gguf(adapter_dir: str | Path, config: Any, path: str | Path, file_type: str = "f32", *,
+                    permute: bool = True) -> GgufFile:
+    """Write a PEFT LoRA adapter as a GGUF adapter file, the format of llama.cpp's ``--lora`` (f32 or f16).
+
+    ``config`` is the base model's configuration (its head counts give the q/k row order). The file holds only
+    the A and B matrices and ``adapter.lora.alpha``; llama.cpp adds ``(alpha / r) B A x`` to every adapted layer of
+    the base GGUF it is loaded with, whose architecture must be the same. ``permute=False`` skips reordering the
+    rows of B: only to show what goes wrong without it.
+    """
+    import gguf
+
+    if file_type not in ("f32", "f16"):
+        raise ValueError(f"LoRA GGUF files here are f32 or f16, not {file_type!r}: the rank is rarely a whole number "
+                         "of Q8_0 blocks.")
+    adapter_config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, lora_alpha_for_llama_cpp(adapter_config))
+    records = []
+    for name, tensor in lora_tensors(adapter_dir, config, permute=permute):
+        data = _encode(tensor, file_type)
+        writer.add_tensor(name, data)
+        records.append(TensorRecord(name, name, tuple(tensor.shape), file_type, int(data.nbytes)))
+    return _finish(writer, path, file_type, records)
 
 
 # ================================================================================================ reading back

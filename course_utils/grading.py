@@ -13,13 +13,16 @@ Points come only from step 3, so a notebook that crashes or loops in one cell st
 right; step 2 is reported beside them. Checks and hidden tests always come from the solution, never from the
 submission. Student code never runs in this process, and never sees the grader's secrets (:func:`safe_environment`).
 Every submission is read before any student code runs and the gradebook is written at the end, so one submission
-cannot change what another is graded on. This isolates mistakes; it is not a sandbox against a hostile student
-(their code runs as your user): see ``docs/instructors.md``.
+cannot change what another is graded on. On Linux every process of a submission runs in a sandbox of its own
+(:mod:`course_utils.sandbox`, bubblewrap): its own empty home and ``/tmp``, the workbook and the submission
+read-only, no network, limits on memory, processes and file sizes. Where no sandbox works, grading refuses to start
+unless the instructor passes ``--no-sandbox`` (:func:`submission_sandbox`); the gradebook says which it was.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -37,15 +40,15 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils import paths
+from course_utils import manual_grading, paths
 from course_utils.exercises import (
     Exercise,
     ExerciseNotebook,
     Result,
     evaluate,
-    kill_tree,
     parse_exercises,
     student_answers,
+    wait_or_kill,
 )
 from course_utils.release import (
     RAISES_TAG,
@@ -55,6 +58,7 @@ from course_utils.release import (
     read_notebook,
     solution_notebooks,
 )
+from course_utils.sandbox import Sandbox, find_sandbox, start_process, unconfined
 
 DEFAULT_TIMEOUT = 300.0  # seconds for the whole notebook
 DEFAULT_CHECK_TIMEOUT = 60.0  # seconds for one exercise (imports + answer + check)
@@ -66,12 +70,14 @@ PASSED = "passed"
 WRONG = "wrong answer"
 HIDDEN = "failed a hidden test"
 NOT_WRITTEN = "not written"
+DELEGATED = "calls the workbook's answer"
 UNDEFINED = "function not defined"
 SYNTAX = "syntax error"
 CRASHED = "crashed"
 TIMED_OUT = "timed out"
 DELETED = "cell deleted"
 GRADER_ERROR = "grader error"
+TOO_MUCH_OUTPUT = "printed too much"
 # Why a whole submission earned nothing.
 NOT_JSON = "not valid JSON"
 NOT_NOTEBOOK = "not a notebook"
@@ -173,6 +179,8 @@ class StudentGrade:
     run: NotebookRun
     problem: str = ""
     executed: str | None = field(default=None, repr=False, compare=False)
+    sandbox: str = field(default="", compare=False)  # what confined the submission's code (the gradebook's column)
+    manual: list[manual_grading.ManualAnswer] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def total(self) -> float:
@@ -347,11 +355,12 @@ def grading_environment(workdir: Path, base: Mapping[str, str] | None = None) ->
 
 
 def run_submission(
-    notebook: Path, workdir: Path, *, timeout: float, env: Mapping[str, str]
+    notebook: Path, workdir: Path, *, timeout: float, env: Mapping[str, str], sandbox: Sandbox | None = None
 ) -> tuple[NotebookRun, str | None]:
     """Execute ``notebook`` top to bottom (papermill, tiny profile) in a subprocess, in ``workdir/run``.
 
     The whole run, kernel start included, gets ``timeout`` seconds; then the runner and its kernel are killed.
+    With a ``sandbox`` they run in a box where only ``workdir`` is writable (the notebook and the job read-only).
     Returns how it went and the executed notebook's text (None when there is none).
     """
     run_dir = workdir / "run"
@@ -372,24 +381,17 @@ def run_submission(
     )
     start = time.perf_counter()
     with open(workdir / "run.log", "wb") as log:
-        process = subprocess.Popen(
+        process = start_process(
             [sys.executable, "-m", "course_utils._submission_runner", str(job)],
             cwd=run_dir,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
+            env=env,
+            sandbox=sandbox,
+            writable=[workdir],
+            readonly=[notebook, job],
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=os.name == "posix",
         )
-        try:
-            process.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            kill_tree(process)
-            timed_out = True
-        except BaseException:  # Ctrl-C: never leave the student's kernel running
-            kill_tree(process)
-            raise
+        timed_out = wait_or_kill(process, timeout)
     seconds = time.perf_counter() - start
     text = _read_small(executed)
     try:
@@ -411,6 +413,29 @@ def run_submission(
         error=str(report.get("error", "")),
     )
     return run, text
+
+
+def submission_sandbox(required: bool | Sandbox = True, hidden: Iterable[Path] = ()) -> Sandbox:
+    """The sandbox submissions run in, hiding ``hidden`` folders of the workbook from them.
+
+    ``required`` True: bubblewrap, or a :class:`GradingError` that says why there is none and what to do. False (the
+    instructor's ``--no-sandbox``): no box, and the gradebook says so. A :class:`Sandbox` is used as it is.
+    """
+    if isinstance(required, Sandbox):
+        box = required
+    elif required:
+        box = find_sandbox()
+        if not box.confined:
+            raise GradingError(
+                f"no sandbox for the submissions: {box.reason}. Student code would run as your user, with your "
+                "files and network. Install bubblewrap, or pass --no-sandbox to grade without one (in a throw-away "
+                "container, for example)."
+            )
+    else:
+        why = find_sandbox().reason or "bubblewrap was available"
+        box = unconfined(f"--no-sandbox: student code ran as the grader's user ({why})")
+    hidden = [*hidden, paths.REPO_ROOT / "build", paths.solutions_dir(), paths.REPO_ROOT / ".git"]
+    return box.with_hidden(hidden)
 
 
 def analyse_run(
@@ -469,8 +494,12 @@ def classify(result: Result, exercise: Exercise) -> str:
         return PASSED
     if result.kind == "timeout":
         return TIMED_OUT
+    if result.kind == "output":
+        return TOO_MUCH_OUTPUT
     if result.kind == "not-written":
         return NOT_WRITTEN
+    if result.kind == "delegated":
+        return DELEGATED
     if result.stage == "imports" or (result.stage == "check" and result.kind == "syntax-error"):
         return GRADER_ERROR  # the solution's own cells failed: not the student's fault
     if result.kind == "failed":
@@ -491,6 +520,7 @@ def grade_exercises(
     env: Mapping[str, str] | None = None,
     solution: NotebookNode | None = None,
     reveal_hidden: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> list[ExerciseGrade]:
     """Grade each exercise of ``reference`` on the student's own cell, each in a fresh subprocess under ``workdir``.
 
@@ -523,6 +553,7 @@ def grade_exercises(
             timeout=timeout,
             workdir=workdir / "checks" / exercise.grade_id,
             env=env,
+            sandbox=sandbox,
         )
         reason = classify(result, exercise)
         message = "" if reason == PASSED else result.message
@@ -567,8 +598,12 @@ def grade_submission(
     run: bool = True,
     scratch_dir: Path | None = None,
     reveal_hidden: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> StudentGrade:
-    """Grade one submission (its bytes, read beforehand) in a temporary folder of its own, removed afterwards."""
+    """Grade one submission (its bytes, read beforehand) in a temporary folder of its own, removed afterwards.
+
+    With a ``sandbox``, every process of the submission runs in a box of its own (:mod:`course_utils.sandbox`).
+    """
     nb = None
     if not problem:
         if data is None:
@@ -584,6 +619,7 @@ def grade_submission(
     if scratch_dir is not None:
         Path(scratch_dir).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"grade-{student}-", dir=scratch_dir))
+    sandbox = sandbox.within(workdir) if sandbox is not None else None  # its boxes write here, nowhere else
     try:
         env = grading_environment(workdir)
         notebook = workdir / "input" / "submission.ipynb"
@@ -592,7 +628,7 @@ def grade_submission(
         executed = None
         notebook_run = NotebookRun("skipped")
         if run:
-            notebook_run, executed = run_submission(notebook, workdir, timeout=timeout, env=env)
+            notebook_run, executed = run_submission(notebook, workdir, timeout=timeout, env=env, sandbox=sandbox)
         grades = grade_exercises(
             reference,
             nb,
@@ -601,8 +637,10 @@ def grade_submission(
             env=env,
             solution=solution,
             reveal_hidden=reveal_hidden,
+            sandbox=sandbox,
         )
-        return StudentGrade(student, source, grades, notebook_run, "", executed)
+        manual = manual_answers_of(solution, nb, executed)
+        return StudentGrade(student, source, grades, notebook_run, executed=executed, manual=manual)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -619,11 +657,13 @@ def grade_submissions(
     scratch_dir: Path | None = None,
     reveal_hidden: bool = True,
     log: Callable[[str], None] | None = print,
+    sandbox: bool | Sandbox = True,
 ) -> list[StudentGrade]:
     """Grade every submission in ``submissions_dir`` against the solution ``assignment``; write into ``out_dir``.
 
     Writes ``gradebook.csv``, ``feedback/<student>.md`` and ``executed/<student>.ipynb`` (the run's outputs, for
-    reading and for written answers graded by hand). Returns the grades in the gradebook's order.
+    reading and for written answers graded by hand). Returns the grades in the gradebook's order. Student code runs
+    in a sandbox (``sandbox=False`` is ``--no-sandbox``; see :func:`submission_sandbox`).
     """
     assignment, submissions_dir, out_dir = Path(assignment), Path(submissions_dir), Path(out_dir)
     solution = read_notebook(assignment)
@@ -641,6 +681,8 @@ def grade_submissions(
     if not submissions:
         raise GradingError(f"{submissions_dir} holds no submission (a .ipynb file or a folder per student).")
     ids = student_ids(submissions)
+    box = submission_sandbox(sandbox, [assignment.parent, submissions_dir, out_dir])
+    say(f"sandbox: {box.describe()}")
     # Read every submission before any student code runs: no submission can change what another is graded on.
     snapshots = [_snapshot(submission) for submission in submissions]
 
@@ -660,11 +702,13 @@ def grade_submissions(
                 run=run,
                 scratch_dir=scratch_dir,
                 reveal_hidden=reveal_hidden,
+                sandbox=box,
             )
         except Exception as exc:  # noqa: BLE001 - a grader failure on one submission never stops the others
             reason = f"{GRADER_ERROR}: {type(exc).__name__}: {_first_line(str(exc))}"
             zeros = [ExerciseGrade(ex.grade_id, 0.0, ex.points, GRADER_ERROR) for ex in reference.exercises]
             grade = StudentGrade(ids[index], source, zeros, NotebookRun("skipped"), reason)
+        grade = dataclasses.replace(grade, sandbox=box.label())
         say(_progress_line(grade))
         return grade
 
@@ -696,8 +740,16 @@ def _progress_line(grade: StudentGrade) -> str:
 # Gradebook and feedback
 
 
-def gradebook_rows(grades: list[StudentGrade], grade_ids: list[str]) -> list[dict[str, str]]:
-    """The gradebook as rows: student, one column of points per exercise, total, max, run, notes."""
+def gradebook_rows(
+    grades: list[StudentGrade], grade_ids: list[str], items: list[manual_grading.ManualItem] | None = None
+) -> list[dict[str, str]]:
+    """The gradebook as rows: student, one column of points per exercise, total, max, run, notes, sandbox.
+
+    With hand-graded ``items`` the automatic points get their own ``auto``/``auto_max`` columns, followed by one
+    empty column per item (filled by ``grade merge-manual``), ``manual`` and ``manual_max``; ``total`` is then
+    what is marked so far and ``max`` counts every point.
+    """
+    items = items or []
     rows = []
     for grade in grades:
         by_id = {exercise.grade_id: exercise for exercise in grade.exercises}
@@ -714,24 +766,36 @@ def gradebook_rows(grades: list[StudentGrade], grade_ids: list[str]) -> list[dic
                 if not exercise.passed
             ]
         )
+        manual_max = sum(item.points for item in items)
+        if items:
+            row.update(auto=_points(grade.total), auto_max=_points(grade.max_points))
+            row.update({item.grade_id: "" for item in items}, manual="", manual_max=_points(manual_max))
+            notes.append(manual_grading.unmarked_note(len(items)))
         row.update(
             total=_points(grade.total),
-            max=_points(grade.max_points),
+            max=_points(grade.max_points + manual_max),
             run=grade.run.summary(),
             notes="; ".join(notes),
+            sandbox=grade.sandbox,
         )
         rows.append(row)
     return rows
 
 
-def gradebook_csv(grades: list[StudentGrade], grade_ids: list[str]) -> str:
+def gradebook_columns(grade_ids: list[str], items: list[manual_grading.ManualItem] | None = None) -> list[str]:
+    """The gradebook's header: exercise columns by grade_id, then the hand-graded ones when there are any."""
+    manual = ["auto", "auto_max", *manual_grading.manual_columns(items)] if items else []
+    return ["student", *grade_ids, *manual, "total", "max", "run", "notes", "sandbox"]
+
+
+def gradebook_csv(
+    grades: list[StudentGrade], grade_ids: list[str], items: list[manual_grading.ManualItem] | None = None
+) -> str:
     """The gradebook CSV text (one row per student; exercise columns named by grade_id)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=["student", *grade_ids, "total", "max", "run", "notes"], lineterminator="\n"
-    )
+    writer = csv.DictWriter(buffer, fieldnames=gradebook_columns(grade_ids, items), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(gradebook_rows(grades, grade_ids))
+    writer.writerows(gradebook_rows(grades, grade_ids, items))
     return buffer.getvalue()
 
 
@@ -748,12 +812,21 @@ def exercise_titles(solution: NotebookNode) -> dict[str, str]:
 
 
 def manual_answers(solution: NotebookNode) -> list[tuple[str, float]]:
-    """Written answers graded by hand: (grade_id, points) of markdown solution cells with points."""
-    return [
-        (str(meta.get("grade_id")), float(meta.get("points", 0) or 0))
-        for meta, cell in ((nbgrader_meta(cell), cell) for cell in solution.cells)
-        if cell.cell_type == "markdown" and meta.get("solution") and meta.get("grade")
-    ]
+    """Items graded by hand (written answers and tasks): (grade_id, points), in order."""
+    return [(item.grade_id, item.points) for item in manual_grading.manual_items(solution)]
+
+
+def manual_answers_of(
+    solution: NotebookNode | None, student: NotebookNode | None, executed: str | None
+) -> list[manual_grading.ManualAnswer]:
+    """The student's answer to each hand-graded item, with the output above it from the executed run."""
+    if solution is None:
+        return []
+    try:
+        run = nbformat.reads(executed, as_version=4) if executed else None
+    except Exception:  # noqa: BLE001 - a half-written executed copy has no outputs to show
+        run = None
+    return manual_grading.student_answers(manual_grading.manual_items(solution), student, run)
 
 
 def feedback_markdown(
@@ -814,8 +887,11 @@ _ADVICE = {
     HIDDEN: "Your function passes the example in the notebook but not every case: try it on more inputs (edge "
     "cases such as empty or unusual ones).",
     TIMED_OUT: "Your code ran past the time limit: look for an endless loop, or work on smaller inputs.",
+    TOO_MUCH_OUTPUT: "Your code printed far more than an exercise needs: print a summary, not every value.",
     CRASHED: "Your cell raised an error. Restart the kernel and run the imports cell, then your cell, on its own: "
     "it may use only what the imports cell imports.",
+    DELEGATED: "Your function calls the workbook's own implementation of this exercise (named above) instead of "
+    "computing the answer: write the computation yourself; the check and the grader refuse the shortcut.",
     UNDEFINED: "The check could not find your function: keep the name and the arguments the exercise asks for.",
     SYNTAX: "Python cannot read the cell: fix the line named above.",
     GRADER_ERROR: "This is a problem on the grading side, not in your answer: your instructor will look at it.",
@@ -836,18 +912,25 @@ def write_results(
     solution: NotebookNode | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
-    """Write ``gradebook.csv``, ``feedback/<student>.md`` and ``executed/<student>.ipynb`` into ``out_dir``."""
+    """Write ``gradebook.csv``, ``feedback/<student>.md`` and ``executed/<student>.ipynb`` into ``out_dir``.
+
+    When the assignment has items graded by hand, also ``manual/`` (see :mod:`course_utils.manual_grading`).
+    """
     grade_ids = [exercise.grade_id for exercise in reference.exercises]
     titles = exercise_titles(solution) if solution is not None else {}
-    manual = manual_answers(solution) if solution is not None else []
+    items = manual_grading.manual_items(solution) if solution is not None else []
+    manual = [(item.grade_id, item.points) for item in items]
     (out_dir / "feedback").mkdir(parents=True, exist_ok=True)
-    (out_dir / "gradebook.csv").write_text(gradebook_csv(grades, grade_ids), encoding="utf-8", newline="")
+    (out_dir / "gradebook.csv").write_text(gradebook_csv(grades, grade_ids, items), encoding="utf-8", newline="")
     for grade in grades:
         text = feedback_markdown(grade, reference.name, titles=titles, manual=manual, timeout=timeout)
         (out_dir / "feedback" / f"{grade.student}.md").write_text(text, encoding="utf-8")
         if grade.executed:
             (out_dir / "executed").mkdir(exist_ok=True)
             (out_dir / "executed" / f"{grade.student}.ipynb").write_text(grade.executed, encoding="utf-8")
+    if items:
+        students = [(grade.student, grade.manual, grade.problem) for grade in grades]
+        manual_grading.write_marking_files(out_dir, students, items, reference.name)
 
 
 def _points(value: float) -> str:

@@ -65,16 +65,19 @@ def rouge(predictions: Sequence[str], references: Sequence[str],
 
 
 def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU (0-100) from ``sacrebleu`` with its default 13a tokenizer and one reference per prediction."""
+    """Corpus BLEU from ``sacrebleu`` (13a tokenizer, one reference per prediction), on 0-1 like the other scores.
+
+    sacrebleu reports 0-100; it is divided by 100 here so that every score in a table reads on the same scale.
+    """
     import sacrebleu
 
     _check_lengths(predictions, references)
     return float(sacrebleu.corpus_bleu([normalize(p) for p in predictions],
-                                       [[normalize(r) for r in references]]).score)
+                                       [[normalize(r) for r in references]]).score) / 100
 
 
 def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Every metric at once: exact match and token F1 (0-1), ROUGE-1/2/L F (0-1), BLEU (0-100)."""
+    """Every metric at once, each on 0-1: exact match, token F1, ROUGE-1/2/L F-measure, BLEU."""
     scores = {"exact match": exact_match(predictions, references),
               "token F1": mean_token_f1(predictions, references)}
     scores.update({name.replace("rouge", "ROUGE-"): value for name, value in rouge(predictions, references).items()})

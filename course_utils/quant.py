@@ -255,3 +255,48 @@ def plot_code_usage(x: torch.Tensor, books: dict[str, torch.Tensor] | None = Non
     axes[0].set_ylabel("share of values")
     fig.suptitle("How often each 4-bit code is used (dashed: every code equally often)", fontsize=10)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------ 4-bit models
+def nf4_config(compute_dtype: torch.dtype = torch.float32) -> Any:
+    """QLoRA's ``BitsAndBytesConfig``: 4-bit NF4 weights, double quantization, ``compute_dtype`` for the matmuls."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def is_quantized(model: Any) -> bool:
+    """True when the model (or the base under its adapters) was loaded in 4 or 8 bits."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
+
+
+def saved_quantized(location: str | Path) -> bool:
+    """Whether the checkpoint folder ``location`` was saved already quantized (its config has a quantization_config)."""
+    import json
+
+    config_file = Path(location) / "config.json"
+    return config_file.is_file() and "quantization_config" in json.loads(config_file.read_text())
+
+
+def restore_training_layout(model: torch.nn.Module) -> int:
+    """Undo bitsandbytes' CPU repacking of 4-bit weights, so that training backpropagates through them again.
+
+    On CPUs with AVX-512 BF16, bitsandbytes 0.50 repacks a ``Linear4bit`` weight for its fused inference kernel the
+    first time the layer runs in eval mode without gradients (a baseline evaluation, say), and from then on
+    multiplies with that kernel in training too. The kernel has no backward: gradients stop at every 4-bit layer,
+    and the adapters before it receive none. This puts back the canonical layout (what ``save_pretrained`` writes).
+    Returns the number of layers changed.
+    """
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+    from bitsandbytes.nn import Linear4bit
+
+    changed = 0
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if isinstance(module, Linear4bit) and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                module.weight.data, state)
+            changed += 1
+    return changed

@@ -341,6 +341,7 @@ def validate_solution_notebook(nb: NotebookNode, path: Path | str) -> list[str]:
     problems += _check_ids(cells)
     problems += _check_markers(cells)
     problems += _check_exercises(cells, number)
+    problems += _check_rubrics(cells)
     problems += _check_secrets(cells)
     problems += _check_colab_runtime(nb)
     return problems
@@ -505,6 +506,10 @@ def _check_exercises(cells: list[NotebookNode], number: str | None) -> list[str]
 
     for index, cell in enumerate(cells):
         meta = nbgrader_meta(cell)
+        if meta.get("task"):
+            check_grade_id(index, meta)
+            problems += _check_task(index, cell, meta)
+            continue
         if not meta.get("solution"):
             if meta.get("grade") and (index == 0 or not nbgrader_meta(cells[index - 1]).get("solution")):
                 check_grade_id(index, meta)
@@ -516,11 +521,12 @@ def _check_exercises(cells: list[NotebookNode], number: str | None) -> list[str]
         if meta.get("schema_version") != 3:
             problems.append(f"cell {index}: nbgrader metadata needs schema_version 3.")
         if cell.cell_type != "code":
-            continue  # a written answer in markdown is graded by hand: it has no check cell
+            problems += _check_written_answer(index, meta)  # graded by hand: it has no check cell
+            continue
         if meta.get("grade") or meta.get("locked"):
             problems.append(
                 f"cell {index}: a solution cell has grade: false and locked: false (points go on the "
-                "check cell)."
+                "check cell; a written answer graded by hand is a markdown cell)."
             )
         check = cells[index + 1] if index + 1 < len(cells) else None
         check_meta = nbgrader_meta(check) if check is not None else {}
@@ -546,6 +552,58 @@ def _check_exercises(cells: list[NotebookNode], number: str | None) -> list[str]
             problems.append(f"cell {index + 1}: check cell needs nbgrader points > 0 (found {points!r}).")
         if check_meta.get("schema_version") != 3:
             problems.append(f"cell {index + 1}: nbgrader metadata needs schema_version 3.")
+    return problems
+
+
+def _points_problem(meta: dict[str, Any]) -> bool:
+    points = meta.get("points")
+    return isinstance(points, bool) or not isinstance(points, (int, float)) or points <= 0
+
+
+def _check_written_answer(index: int, meta: dict[str, Any]) -> list[str]:
+    """A markdown solution cell is a written answer graded by hand (nbgrader's "manually graded answer")."""
+    problems = []
+    if not meta.get("grade") or meta.get("locked") or meta.get("task"):
+        problems.append(
+            f"cell {index}: a written answer (markdown solution cell) has grade: true, locked: false and task: "
+            "false, nbgrader's manually graded answer."
+        )
+    if _points_problem(meta):
+        problems.append(f"cell {index}: a written answer needs nbgrader points > 0 (found {meta.get('points')!r}).")
+    return problems
+
+
+def _check_task(index: int, cell: NotebookNode, meta: dict[str, Any]) -> list[str]:
+    """A task cell (nbgrader's "manually graded task"): read-only markdown with points, graded by hand."""
+    problems = []
+    if cell.cell_type != "markdown" or meta.get("grade") or meta.get("solution") or not meta.get("locked"):
+        problems.append(
+            f"cell {index}: a task cell is markdown with task: true, grade: false, solution: false and "
+            "locked: true (students answer in the cells after it)."
+        )
+    if _points_problem(meta):
+        problems.append(f"cell {index}: a task cell needs nbgrader points > 0 (found {meta.get('points')!r}).")
+    if meta.get("schema_version") != 3:
+        problems.append(f"cell {index}: nbgrader metadata needs schema_version 3.")
+    return problems
+
+
+# A rubric line outside a solution region would be released to the students.
+_RUBRIC_LINE = re.compile(r"^[\s*_#>|-]*rubric\b", re.IGNORECASE)
+
+
+def _check_rubrics(cells: list[NotebookNode]) -> list[str]:
+    problems = []
+    for index, cell in enumerate(cells):
+        try:
+            visible = student_source(cell.source, cell.cell_type)
+        except MarkerError:
+            continue  # reported by _check_markers
+        if any(_RUBRIC_LINE.match(line) for line in visible.split("\n")):
+            problems.append(
+                f"cell {index}: a rubric outside {BEGIN_SOLUTION!r} ... {END_SOLUTION!r} would be released to "
+                "students; put it inside the written answer's solution region."
+            )
     return problems
 
 

@@ -6,9 +6,16 @@ A safetensors file is three parts::
 
 The header maps each tensor name to ``{"dtype", "shape", "data_offsets": [start, end]}``, offsets counted from
 the start of the data block, plus an optional ``"__metadata__"`` object of string to string. :func:`read_header`
-reads only the first ``8 + N`` bytes and checks everything a hostile or damaged file could get wrong, raising
-:class:`SafetensorsFormatError` with a message that says what and where. It never reads past the end of the file
-and never allocates more than the file holds, whatever length the file claims.
+reads only the first ``8 + N`` bytes and checks every rule of :data:`RULES`, raising
+:class:`SafetensorsFormatError` with a message that starts with the rule's name and says what and where. It never
+reads past the end of the file and never allocates more than the file holds, whatever length the file claims.
+
+It rejects every file the ``safetensors`` library rejects (``tests/test_safetensors_differential.py`` compares the
+two on a corpus and a fuzzer) and, deliberately, three more kinds, each with a message that says so: a tensor name
+or a metadata key written twice (the library keeps the last one), and an unknown field in a tensor entry (the
+library ignores it). JSON is read by JSON's own rules (RFC 8259), not by the looser ones of Python's ``json``
+module: ``NaN``, ``Infinity``, ``-0`` as an integer, numbers beyond a double's range and unpaired ``\\ud800``
+escapes are refused, as the library refuses them.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import sys
 from collections.abc import Iterator
@@ -35,7 +43,9 @@ HEADER_LENGTH_BYTES = 8
 MAX_HEADER_BYTES = 100_000_000  # the same 100 MB limit as the reference implementation
 METADATA_KEY = "__metadata__"
 TENSOR_FIELDS = ("dtype", "shape", "data_offsets")
-_SIZE_LIMIT_BITS = 8 * 2**64  # a shape needing more bytes than this is rejected before it is multiplied out
+U64_MAX = 2**64 - 1  # shapes, offsets and byte counts are unsigned 64-bit numbers in the reference implementation
+MAX_JSON_DEPTH = 127  # the library's JSON reader (serde_json) refuses arrays and objects nested deeper
+TORCH_MAX_DIM = 2**63 - 1  # a valid file may hold a zero-size tensor with a larger dimension; torch cannot
 
 # Bits per element of every dtype the format defines (sub-byte float types pack several values per byte).
 DTYPE_BITS: dict[str, int] = {
@@ -47,9 +57,37 @@ DTYPE_BITS: dict[str, int] = {
     "I64": 64, "U64": 64, "F64": 64, "C64": 64,
 }
 
+# Every rule a file must follow; each error message starts with the name of the rule it broke.
+RULES: dict[str, str] = {
+    "header length": "the file starts with N, 8 bytes, unsigned little-endian; N <= 100,000,000 and the file holds "
+                     "8 + N bytes",
+    "UTF-8": "the N header bytes are valid UTF-8",
+    "JSON": "the header is one JSON value by JSON's own rules (RFC 8259: no NaN or Infinity, no comments or trailing "
+            "commas, no control characters or unpaired surrogate escapes in strings, nothing after the value but "
+            "whitespace), numbers within a double's range, nesting at most 127 deep",
+    "header object": "the header is a JSON object; __metadata__ appears at most once; every tensor name appears "
+                     "once (stricter than the library, which keeps the last)",
+    "metadata": "__metadata__ is null or an object of string keys to string values, every key once (stricter than "
+                "the library, which keeps the last)",
+    "tensor entry": "every other key is a tensor name whose value is an object with the fields dtype, shape and "
+                    "data_offsets, each once, and no other field (stricter than the library, which ignores others)",
+    "dtype": "dtype is one of " + ", ".join(DTYPE_BITS),
+    "shape": "shape is a list of integers from 0 to 2**64 - 1; multiplied out in order, the element count and its "
+             "bits stay below 2**64, and the bits fill whole bytes",
+    "data_offsets": "data_offsets is two integers [start, end] with 0 <= start <= end <= 2**64 - 1",
+    "byte count": "end - start is exactly the bytes the dtype and shape need",
+    "layout": "in order of their offsets the tensors cover the data block exactly: each starts where the previous "
+              "one ended (the first at 0) and the last ends where the file ends",
+}
+STRICTER = "this parser is stricter than the safetensors library, which {}"
+
 
 class SafetensorsFormatError(ValueError):
-    """The bytes are not a valid safetensors file; the message says what is wrong and where."""
+    """The bytes are not a valid safetensors file; ``rule`` names the rule of :data:`RULES` that they break."""
+
+    def __init__(self, message: str, rule: str = "") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -114,114 +152,236 @@ class SafetensorsHeader:
 # Parsing and validation
 
 
-def _fail(message: str) -> SafetensorsFormatError:
-    return SafetensorsFormatError(message)
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing and validation
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _fail(f"the header names {key!r} twice; every tensor name must be unique")
-        result[key] = value
-    return result
+def _fail(rule: str, detail: str) -> SafetensorsFormatError:
+    return SafetensorsFormatError(f"{rule}: {detail}", rule)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class _JsonObject(list):
+    """A JSON object as its (key, value) pairs in file order, duplicates kept, so each rule can judge them."""
 
 
-def _element_bits(dtype: str, shape: tuple[int, ...], limit_bits: int) -> int | None:
-    """Bits the tensor's elements need, or None when that exceeds ``limit_bits`` (checked as we multiply)."""
-    bits = DTYPE_BITS[dtype]
-    if 0 in shape:
-        return 0
-    total = bits
-    for dim in shape:
-        total *= dim
-        if total > limit_bits:  # stop early: a hostile shape must not make us multiply huge numbers
-            return None
-    return total
+class _NotAnInteger(str):
+    """A JSON number that the reference implementation does not read as an integer (``-0``, or a huge one)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
-def _check_metadata(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise _fail(f"{METADATA_KEY!r} must be a JSON object of strings, got {type(value).__name__}")
-    for key, item in value.items():
-        if not isinstance(item, str):
-            raise _fail(f"{METADATA_KEY!r} values must be strings; {key!r} is {type(item).__name__} {item!r:.60}")
-    return dict(value)
+def _json_int(text: str) -> int | _NotAnInteger:
+    # serde_json reads -0 as a float, and integers beyond 64 bits as floats: neither is a valid shape or offset.
+    if text == "-0" or len(text) > 24:
+        _json_float(text)  # out of a double's range is a JSON error, as in the library
+        return _NotAnInteger(text)
+    return int(text)
 
 
-def _check_tensor(name: str, entry: Any, data_size: int) -> TensorInfo:
-    where = f"tensor {name!r}"
-    if not isinstance(entry, dict):
-        raise _fail(f"{where}: expected an object with {', '.join(TENSOR_FIELDS)}, got {type(entry).__name__}")
-    missing = [k for k in TENSOR_FIELDS if k not in entry]
-    if missing:
-        raise _fail(f"{where}: missing {', '.join(missing)}")
-    unknown = sorted(set(entry) - set(TENSOR_FIELDS))
-    if unknown:
-        raise _fail(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; only {', '.join(TENSOR_FIELDS)}")
-    dtype = entry["dtype"]
-    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-        raise _fail(f"{where}: unknown dtype {dtype!r}; known: {', '.join(DTYPE_BITS)}")
-    shape = entry["shape"]
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise _fail(f"{where}: shape must be a list of non-negative integers, got {shape!r:.80}")
-    offsets = entry["data_offsets"]
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
-        raise _fail(f"{where}: data_offsets must be two integers [start, end], got {offsets!r:.80}")
-    start, end = offsets
-    if not 0 <= start <= end:
-        raise _fail(f"{where}: data_offsets [{start}, {end}] must satisfy 0 <= start <= end")
-    if end > data_size:
-        raise _fail(f"{where}: data_offsets [{start}, {end}] run past the data block, which has {data_size} bytes")
-    bits = _element_bits(dtype, tuple(shape), _SIZE_LIMIT_BITS)
-    if bits is None or bits != 8 * (end - start):
-        need = "more than 2**64 bytes" if bits is None else f"{bits / 8:g} bytes"
-        raise _fail(f"{where}: shape {shape} of {dtype} needs {need}, but data_offsets [{start}, {end}] "
-                    f"hold {end - start}")
-    return TensorInfo(name, dtype, tuple(shape), start, end)
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _fail("JSON", f"the number {text[:40]}{'...' if len(text) > 40 else ''} is beyond a double's range")
+    return value
 
 
-def _check_coverage(tensors: list[TensorInfo], data_size: int) -> None:
-    """Tensors must tile the data block exactly: no overlap, no gap, nothing left over at the end."""
-    position, previous = 0, None
-    for info in tensors:
-        if info.start < position:
-            raise _fail(f"tensor {info.name!r} (bytes {info.start}-{info.end}) overlaps tensor {previous!r} "
-                        f"(which ends at {position})")
-        if info.start > position:
-            raise _fail(f"bytes {position}-{info.start} of the data block belong to no tensor (a gap before "
-                        f"{info.name!r}); the format requires the tensors to cover the data block exactly")
-        position, previous = info.end, info.name
-    if position != data_size:
-        raise _fail(f"the data block has {data_size} bytes but the tensors cover only {position}: "
-                    "the file has trailing bytes or lost its end")
+def _json_constant(name: str) -> None:
+    raise _fail("JSON", f"{name} is not a JSON value (Python's json module accepts it; JSON and the safetensors "
+                        "library do not)")
 
 
-def parse_header_bytes(header: bytes, data_size: int) -> tuple[dict[str, str], dict[str, TensorInfo]]:
-    """Validate the N header bytes against a data block of ``data_size`` bytes: ``(metadata, tensors)``."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if isinstance(value, _JsonObject):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str) and not isinstance(value, _NotAnInteger):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _check_text(text: str, where: str) -> str:
+    found = _SURROGATE.search(text)
+    if found:
+        raise _fail("JSON", f"{where} holds an unpaired surrogate escape \\u{ord(found.group()):04x} (not valid "
+                            "Unicode, so not valid JSON)")
+    return text
+
+
+def _check_any_json(value: Any, where: str) -> None:
+    """JSON's rules inside a value the format does not use (an unknown field): nesting depth and strings."""
+    stack = [(value, 3)]  # the header object and the tensor entry are the first two levels
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list):
+            if depth > MAX_JSON_DEPTH:
+                raise _fail("JSON", f"{where} nests arrays or objects more than {MAX_JSON_DEPTH} deep")
+            pairs = item if isinstance(item, _JsonObject) else [("", element) for element in item]
+            for key, element in pairs:
+                _check_text(key, where)
+                stack.append((element, depth + 1))
+        elif isinstance(item, str):
+            _check_text(item, where)
+
+
+def _parse_json(header: bytes) -> Any:
     try:
         text = header.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _fail(f"the header is not valid UTF-8 (byte {exc.start}: {bytes(header[exc.start:exc.start + 4])!r})") from None
+        found = bytes(header[exc.start:exc.start + 4])
+        raise _fail("UTF-8", f"the header is not valid UTF-8 (byte {exc.start}: {found!r})") from None
     try:
-        parsed = json.loads(text, object_pairs_hook=_reject_duplicates)
+        return json.loads(text, object_pairs_hook=_JsonObject, parse_int=_json_int, parse_float=_json_float,
+                          parse_constant=_json_constant)
     except SafetensorsFormatError:
         raise
     except json.JSONDecodeError as exc:
-        raise _fail(f"the header is not valid JSON: {exc.msg} at character {exc.pos}") from None
-    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number or 100 000 nested brackets
-        raise _fail(f"the header is not usable JSON: {type(exc).__name__}: {str(exc)[:100]}") from None
-    if not isinstance(parsed, dict):
-        raise _fail(f"the header must be a JSON object, got {type(parsed).__name__}")
-    metadata = _check_metadata(parsed.pop(METADATA_KEY)) if METADATA_KEY in parsed else {}
-    tensors = [_check_tensor(name, entry, data_size) for name, entry in parsed.items()]
+        raise _fail("JSON", f"the header is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    except RecursionError:  # e.g. 100 000 nested brackets
+        raise _fail("JSON", f"the header nests arrays or objects more than {MAX_JSON_DEPTH} deep") from None
+
+
+def _is_u64(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= U64_MAX
+
+
+def _check_metadata(value: Any, stricter: list[SafetensorsFormatError]) -> dict[str, str]:
+    if value is None:  # the library reads null as "no metadata"
+        return {}
+    if not isinstance(value, _JsonObject):
+        raise _fail("metadata", f"{METADATA_KEY!r} must be a JSON object of strings, got {_json_type(value)}")
+    metadata: dict[str, str] = {}
+    for key, item in value:
+        _check_text(key, f"metadata key {key!r}")
+        if not isinstance(item, str) or isinstance(item, _NotAnInteger):
+            raise _fail("metadata", f"{METADATA_KEY!r} values must be strings; {key!r} is {_json_type(item)}")
+        _check_text(item, f"metadata value of {key!r}")
+        if key in metadata and not stricter:
+            stricter.append(_fail("metadata", f"the metadata key {key!r} appears twice; "
+                                  + STRICTER.format("keeps the last value")))
+        metadata[key] = item
+    return metadata
+
+
+def _check_entry(name: str, entry: Any, stricter: list[SafetensorsFormatError]) -> tuple[str, list[int], int, int]:
+    """The types of one tensor entry (every rule the library checks while reading the JSON): dtype, shape, offsets."""
+    where = f"tensor {name!r}"
+    if not isinstance(entry, _JsonObject):
+        raise _fail("tensor entry", f"{where}: expected an object with {', '.join(TENSOR_FIELDS)}, "
+                                    f"got {_json_type(entry)}")
+    fields: dict[str, Any] = {}
+    unknown = []
+    for key, value in entry:
+        if key not in TENSOR_FIELDS:
+            _check_any_json(value, f"{where}, field {key!r}")
+            _check_text(key, f"{where}, field name")
+            unknown.append(key)
+        elif key in fields:
+            raise _fail("tensor entry", f"{where}: the field {key!r} appears twice")
+        fields[key] = value
+    missing = [key for key in TENSOR_FIELDS if key not in fields]
+    if missing:
+        raise _fail("tensor entry", f"{where}: missing {', '.join(missing)}")
+    dtype, shape, offsets = (fields[key] for key in TENSOR_FIELDS)
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise _fail("dtype", f"{where}: unknown dtype {dtype!r:.40}; known: {', '.join(DTYPE_BITS)}")
+    if not isinstance(shape, list) or isinstance(shape, _JsonObject) or not all(_is_u64(d) for d in shape):
+        raise _fail("shape", f"{where}: shape must be a list of integers from 0 to 2**64 - 1, got {shape!r:.80}")
+    if not (isinstance(offsets, list) and not isinstance(offsets, _JsonObject) and len(offsets) == 2
+            and all(_is_u64(o) for o in offsets)):
+        raise _fail("data_offsets", f"{where}: data_offsets must be two integers [start, end] from 0 to 2**64 - 1, "
+                                    f"got {offsets!r:.80}")
+    if unknown and not stricter:
+        stricter.append(_fail("tensor entry", f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; only "
+                              f"{', '.join(TENSOR_FIELDS)} belong there; " + STRICTER.format("ignores them")))
+    return dtype, shape, offsets[0], offsets[1]
+
+
+def _byte_count(where: str, dtype: str, shape: list[int]) -> int:
+    """Bytes a tensor needs, computed as the library does: in order, failing once a product passes 64 bits."""
+    count = 1
+    for dim in shape:
+        count *= dim  # both factors are below 2**64, so this stays small
+        if count > U64_MAX:
+            raise _fail("shape", f"{where}: shape {shape} has more than 2**64 - 1 elements (multiplied out in order)")
+    bits = count * DTYPE_BITS[dtype]
+    if bits > U64_MAX:
+        raise _fail("shape", f"{where}: shape {shape} of {dtype} needs more than 2**64 - 1 bits")
+    if bits % 8:
+        raise _fail("shape", f"{where}: {count} elements of {dtype} are {bits} bits, which do not fill whole bytes")
+    return bits // 8
+
+
+def _check_tensor(name: str, dtype: str, shape: list[int], start: int, end: int) -> TensorInfo:
+    where = f"tensor {name!r}"
+    if start > end:
+        raise _fail("data_offsets", f"{where}: data_offsets [{start}, {end}] must satisfy start <= end")
+    need = _byte_count(where, dtype, shape)
+    if need != end - start:
+        raise _fail("byte count", f"{where}: shape {shape} of {dtype} needs {need} bytes, but data_offsets "
+                                  f"[{start}, {end}] hold {end - start}")
+    return TensorInfo(name, dtype, tuple(shape), start, end)
+
+
+def _check_layout(tensors: list[TensorInfo], data_size: int) -> None:
+    """Tensors must tile the data block exactly: no overlap, no gap, nothing left over at the end."""
+    position, previous = 0, None
+    for info in tensors:
+        if info.end > data_size:
+            raise _fail("layout", f"tensor {info.name!r}: data_offsets [{info.start}, {info.end}] run past the data "
+                                  f"block, which has {data_size} bytes")
+        if info.start < position:
+            raise _fail("layout", f"tensor {info.name!r} (bytes {info.start}-{info.end}) overlaps tensor "
+                                  f"{previous!r} (which ends at {position})")
+        if info.start > position:
+            raise _fail("layout", f"bytes {position}-{info.start} of the data block belong to no tensor (a gap "
+                                  f"before {info.name!r}); the tensors must cover the data block exactly")
+        position, previous = info.end, info.name
+    if position != data_size:
+        raise _fail("layout", f"the data block has {data_size} bytes but the tensors cover only {position}: "
+                              "the file has trailing bytes or lost its end")
+
+
+def parse_header_bytes(header: bytes, data_size: int) -> tuple[dict[str, str], dict[str, TensorInfo]]:
+    """Validate the N header bytes against a data block of ``data_size`` bytes: ``(metadata, tensors)``.
+
+    The rules the library enforces come first; the deliberately stricter ones (a name or key written twice, an
+    unknown field) are raised last, so their message, which says it is stricter, is only seen on a file that the
+    library would accept.
+    """
+    parsed = _parse_json(header)
+    if not isinstance(parsed, _JsonObject):
+        raise _fail("header object", f"the header must be a JSON object, got {_json_type(parsed)}")
+    stricter: list[SafetensorsFormatError] = []
+    metadata: dict[str, str] | None = None
+    entries: dict[str, tuple[str, list[int], int, int]] = {}
+    for name, value in parsed:
+        _check_text(name, f"the key {name!r}")
+        if name == METADATA_KEY:
+            if metadata is not None:
+                raise _fail("header object", f"{METADATA_KEY!r} appears twice")
+            metadata = _check_metadata(value, stricter)
+            continue
+        entry = _check_entry(name, value, stricter)
+        if name in entries and not stricter:
+            stricter.append(_fail("header object", f"the tensor name {name!r} appears twice; "
+                                  + STRICTER.format("keeps the last entry")))
+        entries[name] = entry  # the last one counts, as in the library
+    tensors = [_check_tensor(name, *entry) for name, entry in entries.items()]
     tensors.sort(key=lambda t: (t.start, t.end))
-    _check_coverage(tensors, data_size)
-    return metadata, {t.name: t for t in tensors}
+    _check_layout(tensors, data_size)
+    if stricter:
+        raise stricter[0]
+    return metadata or {}, {t.name: t for t in tensors}
 
 
 def _file_size(f: IO[bytes]) -> int:
@@ -231,7 +391,7 @@ def _file_size(f: IO[bytes]) -> int:
     return size
 
 
-def _read_exactly(f: IO[bytes], count: int, what: str) -> bytearray:
+def _read_exactly(f: IO[bytes], count: int, what: str, rule: str = "layout") -> bytearray:
     """Read ``count`` bytes (already checked against the file size) into a new buffer, looping over short reads."""
     buffer = bytearray(count)
     view, got = memoryview(buffer), 0
@@ -244,7 +404,7 @@ def _read_exactly(f: IO[bytes], count: int, what: str) -> bytearray:
             n = len(chunk)
             view[got:got + n] = chunk
         if not n:
-            raise _fail(f"the file ended while reading {what}: {got} of {count} bytes were there")
+            raise _fail(rule, f"the file ended while reading {what}: {got} of {count} bytes were there")
         got += n
     return buffer
 
@@ -253,15 +413,18 @@ def _header_from_file(f: IO[bytes]) -> SafetensorsHeader:
     file_size = _file_size(f)
     f.seek(0)
     if file_size < HEADER_LENGTH_BYTES:
-        raise _fail(f"the file has {file_size} bytes; a safetensors file starts with an 8-byte header length")
-    (header_size,) = struct.unpack("<Q", _read_exactly(f, HEADER_LENGTH_BYTES, "the header length"))
+        raise _fail("header length", f"the file has {file_size} bytes; a safetensors file starts with an 8-byte "
+                                     "header length")
+    (header_size,) = struct.unpack("<Q", _read_exactly(f, HEADER_LENGTH_BYTES, "the header length", "header length"))
     if header_size > MAX_HEADER_BYTES:
-        raise _fail(f"the header length says {header_size:,} bytes, more than the {MAX_HEADER_BYTES:,}-byte limit: "
-                    "this is not a safetensors file, or its first 8 bytes are damaged")
+        raise _fail("header length", f"the header length says {header_size:,} bytes, more than the "
+                                     f"{MAX_HEADER_BYTES:,}-byte limit: this is not a safetensors file, or its first "
+                                     "8 bytes are damaged")
     if HEADER_LENGTH_BYTES + header_size > file_size:
-        raise _fail(f"the header length says {header_size:,} bytes, but only {file_size - HEADER_LENGTH_BYTES:,} "
-                    "follow the first 8: the file is truncated or not a safetensors file")
-    raw = _read_exactly(f, header_size, "the JSON header")
+        raise _fail("header length", f"the header length says {header_size:,} bytes, but only "
+                                     f"{file_size - HEADER_LENGTH_BYTES:,} follow the first 8: the file is truncated "
+                                     "or not a safetensors file")
+    raw = _read_exactly(f, header_size, "the JSON header", "header length")
     data_size = file_size - HEADER_LENGTH_BYTES - header_size
     metadata, tensors = parse_header_bytes(raw, data_size)
     return SafetensorsHeader(header_size, metadata, tensors, file_size, bytes(raw))
@@ -304,6 +467,9 @@ def tensor_from_bytes(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...]
     import torch
 
     target = _torch_dtype(dtype)
+    if any(dim > TORCH_MAX_DIM for dim in shape):
+        raise ValueError(f"shape {list(shape)} has a dimension above 2**63 - 1, the largest a torch tensor can have: "
+                         "the file is valid (the tensor holds no bytes), but this tensor cannot be read into torch")
     if len(raw) != DTYPE_BITS[dtype] // 8 * math.prod(shape):
         raise ValueError(f"{len(raw)} bytes cannot hold a {dtype} tensor of shape {list(shape)}")
     if sys.byteorder != "little":
@@ -409,6 +575,11 @@ def assemble(entries: list[tuple[str, Any]] | Any, data: bytes) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + data
 
 
+def _with_text(header: str, data: bytes) -> bytes:
+    raw = header.encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
 def damaged_variants(data: bytes) -> list[tuple[str, bytes]]:
     """Ways a valid file (with at least two tensors) can be broken, each as (what was done, the bytes)."""
     header = parse_bytes(data)
@@ -424,6 +595,7 @@ def damaged_variants(data: bytes) -> list[tuple[str, bytes]]:
         return assemble(changed, block)
 
     a, b, last = entries[first][1], entries[first + 1][1], entries[-1][1]
+    tensors_text = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in entries[first:])
     raw = header.raw
     brace = raw.rindex(b"}")
     return [
@@ -444,6 +616,8 @@ def damaged_variants(data: bytes) -> list[tuple[str, bytes]]:
         ("negative offset", edit(first, data_offsets=[-4, a["data_offsets"][1]])),
         ("metadata value is a number", assemble([(METADATA_KEY, {"format": 1}), *entries[first:]], block)),
         ("tensor name used twice", assemble([*entries, (entries[first][0], a)], block)),
+        ("metadata key used twice", _with_text(f'{{"{METADATA_KEY}":{{"k":"1","k":"2"}},' + tensors_text + "}", block)),
+        ("NaN as a dimension", _with_text(raw.decode().replace('"shape":[', '"shape":[NaN,', 1), block)),
         ("10 000 nested brackets", struct.pack("<Q", 20_000) + b"[" * 10_000 + b"]" * 10_000),
     ]
 

@@ -1,8 +1,9 @@
-"""Unsloth as a :class:`course_utils.finetune.Backend`: the same ``finetune`` calls, Unsloth's loading and kernels.
+"""Where Unsloth runs, importing it first, and what it would do where it does not.
 
 Unsloth (``pip install unsloth``, the workbook's ``gpu`` extra) rewrites the attention, RoPE, RMSNorm, MLP and
-cross-entropy of supported models as Triton kernels, adds its own gradient checkpointing that offloads
-activations to CPU memory, and loads pre-quantized 4-bit checkpoints. Its notebooks follow one rhythm::
+cross-entropy of supported models as Triton kernels, adds its own gradient checkpointing that offloads activations
+to CPU memory, and loads pre-quantized 4-bit checkpoints. Its notebooks follow one rhythm, which notebook 06 runs on a
+CUDA GPU::
 
     from unsloth import FastLanguageModel            # first, before transformers, peft and trl
     model, tokenizer = FastLanguageModel.from_pretrained(name, max_seq_length=..., dtype=None, load_in_4bit=True)
@@ -13,28 +14,23 @@ activations to CPU memory, and loads pre-quantized 4-bit checkpoints. Its notebo
     trainer.train()
     FastLanguageModel.for_inference(model)
     model.save_pretrained_merged(folder, tokenizer, save_method="merged_16bit")
-    model.save_pretrained_gguf(folder, tokenizer, quantization_method="q4_k_m")
+    model.save_pretrained_gguf(folder, tokenizer, quantization_method="q8_0")
 
-:class:`UnslothBackend` maps ``finetune.load_model`` / ``add_adapters`` / ``for_inference`` / ``save_merged`` onto
-those calls and trains with TRL's ``SFTTrainer``. Unsloth needs an NVIDIA GPU (or AMD/Intel with their builds);
-:meth:`UnslothBackend.available` says False anywhere else, with the reason, and ``backend="auto"`` then takes
-PEFT. Nothing here imports unsloth when this module is imported: importing it patches transformers, must happen
-before transformers is imported to patch everything, and raises on a machine without a GPU.
+The workbook takes that path only on a CUDA GPU with unsloth installed (:func:`activate`); everywhere else the same
+cells run transformers + PEFT + TRL. (Recent Unsloth releases also have CPU and Apple-silicon paths; the workbook does
+not use or test them.) Importing unsloth patches transformers, PEFT and TRL, so it must come before them; nothing
+here imports it except :func:`activate`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-
-from course_utils import finetune, sources
 
 # Unsloth's published claims (its README), to set beside what a run measures; never measured on the CPU.
 PUBLISHED_CLAIMS = {"speed": "about 2x faster", "memory": "up to 70% less memory",
@@ -43,150 +39,63 @@ PUBLISHED_CLAIMS = {"speed": "about 2x faster", "memory": "up to 70% less memory
 PATCHED_LIBRARIES = ("transformers", "peft", "trl")
 
 
-def _gpu_reason() -> str | None:
-    """None when a GPU Unsloth can use is present, else why not."""
-    if torch.cuda.is_available():
-        return None
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        return None
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return ("this is an Apple GPU (MPS): Unsloth's training kernels are written in Triton for NVIDIA, AMD and "
-                "Intel GPUs, which Apple's Metal does not run")
-    return ("no CUDA GPU: Unsloth's kernels are Triton GPU kernels (NVIDIA, or AMD/Intel with their builds), and "
-            "importing unsloth without one raises")
-
-
 def unsloth_installed() -> bool:
     """Whether the unsloth package is installed (found without importing it)."""
     return importlib.util.find_spec("unsloth") is not None
 
 
-class UnslothBackend(finetune.Backend):
-    """Loading, adapters, inference mode and 16-bit merging through Unsloth's ``FastLanguageModel``."""
-
-    name = "unsloth"
-
-    def __init__(self) -> None:
-        self._checked: tuple[bool, str] | None = None
-
-    def available(self) -> tuple[bool, str]:
-        if self._checked is not None:
-            return self._checked
-        reason = _gpu_reason()
-        if reason is not None:
-            return False, reason  # not cached: a test may fake a GPU later
-        if not unsloth_installed():
-            return False, "unsloth is not installed (pip install the workbook's gpu extra: pip install -e '.[gpu]')"
-        try:
-            import unsloth  # noqa: F401 - the import is the check (it also applies unsloth's patches)
-        except Exception as exc:  # noqa: BLE001 - any failure to import means "not available", with the reason
-            self._checked = (False, f"importing unsloth failed: {type(exc).__name__}: {str(exc)[:200]}")
-        else:
-            self._checked = (True, f"unsloth {_version('unsloth')} on {_device_name()}")
-        return self._checked
-
-    # -------------------------------------------------------------------------------------------- the rhythm
-    def load_model(self, name: str, *, load_in_4bit: bool, device: torch.device, dtype: torch.dtype | None,
-                   max_seq_length: int) -> tuple[Any, Any]:
-        from unsloth import FastLanguageModel
-
-        location = sources.resolve_model(name).location
-        # dtype=None lets Unsloth pick bf16 where the GPU has it and fp16 elsewhere (a T4); finetune passes the same.
-        placement = {"device_map": {"": device.index or 0}} if device.type == "cuda" else {}  # one GPU per rank
-        model, tokenizer = FastLanguageModel.from_pretrained(model_name=location, max_seq_length=max_seq_length,
-                                                             dtype=dtype, load_in_4bit=load_in_4bit, **placement)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model.course_tokenizer = tokenizer  # SFTTrainer wants it; finetune.train does not pass it to the backend
-        return model, tokenizer
-
-    def add_adapters(self, model: Any, settings: finetune.LoraSettings) -> Any:
-        from unsloth import FastLanguageModel
-
-        tokenizer = getattr(model, "course_tokenizer", None)
-        adapted = FastLanguageModel.get_peft_model(
-            model, r=settings.r, target_modules=list(settings.target_modules), lora_alpha=settings.alpha,
-            lora_dropout=settings.dropout, bias="none", random_state=settings.seed,
-            # "unsloth": its own checkpointing, which offloads activations to CPU memory between the passes
-            use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False)
-        adapted.course_tokenizer = tokenizer
-        return adapted
-
-    def for_inference(self, model: Any) -> Any:
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)  # its faster generation path, KV cache on
-        return model
-
-    def for_training(self, model: Any) -> Any:
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_training(model)
-        return model
-
-    def make_trainer(self, model: Any, args: Any, train_data: Any, eval_data: Any, collator: Any,
-                     callbacks: list[Any]) -> Any:
-        return sft_trainer(model, args, train_data, eval_data, collator, callbacks,
-                           tokenizer=getattr(model, "course_tokenizer", None))
-
-    def merge(self, model: Any) -> Any:
-        # PEFT's merge would re-quantize a 4-bit base; a 16-bit merge goes through save_merged instead.
-        if finetune.is_quantized(model):
-            raise RuntimeError("Merging into a 4-bit base keeps it 4-bit; use finetune.save_merged (Unsloth's "
-                               "save_pretrained_merged with save_method='merged_16bit') for a 16-bit model.")
-        return model.merge_and_unload()
-
-    def save_merged(self, model: Any, tokenizer: Any, folder: Path) -> Path:
-        model.save_pretrained_merged(str(folder), tokenizer, save_method="merged_16bit")
-        return folder
+def why_not_here(device: torch.device | str | None) -> str | None:
+    """None when the Unsloth path can run on ``device`` (a CUDA GPU, unsloth installed), else the reason."""
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type != "cuda":
+        return (f"the device is {device.type!r}: the workbook runs Unsloth only on a CUDA GPU (its Triton kernels); "
+                "choose a CUDA device to use it")
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here: the workbook runs Unsloth's Triton kernels only on a CUDA GPU"
+    if not unsloth_installed():
+        return "unsloth is not installed (install the workbook's gpu extra: pip install -e '.[gpu]')"
+    return None
 
 
-def sft_trainer(model: Any, args: Any, train_data: Any, eval_data: Any, collator: Any, callbacks: list[Any], *,
-                tokenizer: Any = None) -> Any:
-    """TRL's ``SFTTrainer`` on data that is already tokenized with its label mask (``finetune.format_dataset``).
-
-    ``args`` is the ``TrainingArguments`` of :meth:`finetune.SFTSettings.training_arguments`, copied into an
-    ``SFTConfig`` (its subclass) that tells TRL to leave the dataset as it is: our ``labels`` already hold -100 on
-    the prompt, which is what ``train_on_responses_only`` or ``completion_only_loss`` would otherwise compute.
-    """
-    from transformers import TrainingArguments
-    from trl import SFTConfig, SFTTrainer
-
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments)
-              if f.init and hasattr(args, f.name)}
-    config = SFTConfig(**values, dataset_kwargs={"skip_prepare_dataset": True}, packing=False, max_length=None)
-    return SFTTrainer(model=model, args=config, train_dataset=train_data, eval_dataset=eval_data,
-                      data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
+def require_cuda(device: torch.device | str) -> None:
+    """Raise a clear error unless ``device`` is a CUDA device (the Unsloth path's only one)."""
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"The Unsloth backend runs on a CUDA GPU, not on {torch.device(device).type!r}. Use "
+                         "--device cuda on a machine with an NVIDIA GPU, or --backend peft for this device.")
 
 
-# ================================================================================================ activation
 @dataclass(frozen=True)
 class UnslothStatus:
-    """What :func:`activate` found: whether Unsloth runs here, why, and which backend ``"auto"`` now picks."""
+    """What :func:`activate` found: whether the Unsloth path runs, why (not), and what was imported before it."""
 
     available: bool
     reason: str
     imported_before: tuple[str, ...]  # libraries unsloth would patch that were imported before it
-    auto_backend: str
 
     def __str__(self) -> str:
         if self.available:
             late = (f" (imported after {', '.join(self.imported_before)}: restart the runtime and run this cell "
                     "before anything imports them, or some patches are missing)") if self.imported_before else ""
-            return f"Unsloth path: {self.reason}{late}. finetune's backend='auto' picks {self.auto_backend!r}."
-        return (f"Unsloth NOT used: {self.reason}. The same cells run transformers + PEFT "
-                f"(backend='auto' picks {self.auto_backend!r}).")
+            return f"Unsloth path: {self.reason}{late}. The cells below run Unsloth's calls."
+        return f"Unsloth NOT used: {self.reason}. The cells below run the transformers + PEFT + TRL calls instead."
+
+    def instead(self, unsloth_does: str) -> None:
+        """Print, on the PEFT path, what the Unsloth branch of a cell would have done."""
+        if not self.available:
+            print(f"Unsloth path not taken here ({self.reason.split(':')[0]}); it would: {unsloth_does}.")
 
 
-def activate(*, register: bool = True) -> UnslothStatus:
-    """Import unsloth first where it can run and register :class:`UnslothBackend` (preferred by ``"auto"``)."""
+def activate(device: torch.device | str | None = None) -> UnslothStatus:
+    """Import unsloth first where the Unsloth path can run on ``device``; say whether it does, and why."""
     before = tuple(name for name in PATCHED_LIBRARIES if name in sys.modules)
-    backend = UnslothBackend()
-    ok, reason = backend.available()  # imports unsloth when a GPU and the package are present
-    if register:
-        finetune.register_backend(backend, prefer=True)
-    return UnslothStatus(ok, reason, before if ok else (), finetune.get_backend("auto").name)
+    reason = why_not_here(device)
+    if reason is not None:
+        return UnslothStatus(False, reason, ())
+    try:
+        import unsloth  # noqa: F401 - the import is the point: it applies unsloth's patches
+    except Exception as exc:  # noqa: BLE001 - any failure to import means "not available", with the reason
+        return UnslothStatus(False, f"importing unsloth failed: {type(exc).__name__}: {str(exc)[:200]}", ())
+    return UnslothStatus(True, f"unsloth {_version('unsloth')} on {torch.cuda.get_device_name(0)}", before)
 
 
 def _version(distribution: str) -> str:
@@ -196,34 +105,28 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
-def _device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return "no GPU"
-
-
 def versions() -> list[dict[str, str]]:
     """The versions that matter for this notebook, and the GPU (read from package metadata: imports nothing)."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
     rows = [{"package": "torch", "version": torch.__version__},
             {"package": "CUDA (torch build)", "version": str(torch.version.cuda)},
-            {"package": "GPU", "version": _device_name()}]
+            {"package": "GPU", "version": gpu}]
     for name in ("unsloth", "unsloth_zoo", "xformers", "triton", "transformers", "peft", "trl", "bitsandbytes",
-                 "accelerate", "gguf"):
+                 "accelerate", "gguf", "llama_cpp_python"):
         rows.append({"package": name, "version": _version(name)})
     return rows
 
 
-# ================================================================================================ saving, Unsloth's way
 def unsloth_save_calls(folder: str, repo_id: str = "<you>/<model>") -> list[dict[str, str]]:
-    """Unsloth's one-line savers, each beside what it writes (the notebook runs them only on the Unsloth path)."""
+    """Unsloth's one-line savers, each beside what it writes (the notebook runs the first three on its path)."""
     return [
         {"format": "LoRA adapter", "Unsloth call": f'model.save_pretrained("{folder}/lora")',
          "writes": "adapter_model.safetensors + adapter_config.json (PEFT's format)"},
         {"format": "merged 16-bit", "Unsloth call":
             f'model.save_pretrained_merged("{folder}/merged", tokenizer, save_method="merged_16bit")',
-         "writes": "a standalone fp16/bf16 checkpoint: the 4-bit base upcast, LoRA added"},
+         "writes": "a standalone 16-bit checkpoint: the adapters merged into the base's 16-bit weights"},
         {"format": "GGUF", "Unsloth call":
-            f'model.save_pretrained_gguf("{folder}/gguf", tokenizer, quantization_method="q4_k_m")',
+            f'model.save_pretrained_gguf("{folder}/gguf", tokenizer, quantization_method="q8_0")',
          "writes": "merges, converts with llama.cpp's converter and quantizes (builds llama.cpp the first time)"},
         {"format": "Hub: merged", "Unsloth call":
             f'model.push_to_hub_merged("{repo_id}", tokenizer, save_method="merged_16bit", token=...)',
@@ -232,3 +135,19 @@ def unsloth_save_calls(folder: str, repo_id: str = "<you>/<model>") -> list[dict
             f'model.push_to_hub_gguf("{repo_id}", tokenizer, quantization_method=["q4_k_m", "q8_0"], token=...)',
          "writes": "one GGUF per quantization, uploaded"},
     ]
+
+
+def chat_markers(tokenizer: Any) -> tuple[str, str]:
+    """``(instruction_part, response_part)`` for ``train_on_responses_only``: the text that opens a user turn and
+    the text that opens the assistant's, read from the tokenizer's chat template."""
+    from course_utils.sft_data import render_turns
+
+    sentinel = "\u2063SENTINEL\u2063"
+    head, tail = render_turns(tokenizer, sentinel, None).split(sentinel)
+    specials = [t for t in tokenizer.all_special_tokens if t]
+
+    def from_last_special(text: str) -> str:
+        starts = [text.rfind(t) for t in specials if t in text]
+        return text[max(starts):] if starts else text
+
+    return from_last_special(head), from_last_special(tail)

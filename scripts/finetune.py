@@ -5,8 +5,8 @@
     accelerate launch --config_file cluster/accelerate_ddp.yaml scripts/finetune.py --profile cluster
     sbatch cluster/finetune.slurm
 
-The work is done by course_utils.finetune_launch.main (the same finetune calls as Notebook 06); rank 0 writes
-the adapter and report.json into --output-dir.
+The work is done by course_utils.finetune_launch.main (the same PEFT + TRL calls as Notebook 06, or Unsloth's on a
+CUDA GPU); rank 0 writes the adapter and report.json into --output-dir.
 """
 
 from __future__ import annotations

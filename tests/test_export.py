@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from course_utils import export, finetune, gguf_io, quant, sharing, sources
+from course_utils import export, gguf_io, lora, quant, sharing, sources
+from course_utils.sft_eval import logits_on
 
 PROMPTS = ["Translate to Zorbish: a big dog jumps.\nZorbish:", "Translate to Zorbish: the cat sleeps.\nZorbish:"]
 
@@ -21,18 +22,34 @@ DEQUANTIZED_MERGE_TOLERANCE = {"packed": 2e-2, "generic": 1e-3}
 @pytest.fixture(scope="module")
 def qlora(tmp_path_factory, bnb_cpu_kernel):
     """A QLoRA model on the 4-bit tiny-llama with non-zero (random) adapters, its saved adapter, and the kernel."""
-    model, tokenizer = finetune.load_model("tiny-llama", load_in_4bit=True, device="cpu", backend="peft")
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model, tokenizer = load_4bit("tiny-llama")
     assert quant.bnb_cpu_kernel(model) == {"packed": quant.PACKED_CPU_KERNEL,
                                            "generic": quant.GENERIC_CPU_KERNEL}[bnb_cpu_kernel]
-    model = finetune.add_adapters(model, finetune.LoraSettings(r=4, alpha=8, seed=0))
+    torch.manual_seed(0)
+    model = get_peft_model(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=list(lora.LLAMA_TARGETS), task_type="CAUSAL_LM"))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
     model.eval()
-    adapter_dir = finetune.save_adapter(model, tmp_path_factory.mktemp("qlora") / "adapter", tokenizer)
+    adapter_dir = tmp_path_factory.mktemp("qlora") / "adapter"
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
     return model, tokenizer, adapter_dir, bnb_cpu_kernel
+
+
+def load_4bit(name):
+    """A 4-bit NF4 model (quantized at load, or saved so) and its tokenizer, as the notebooks load them."""
+    from transformers import AutoModelForCausalLM
+
+    location = sources.resolve_model(name).location
+    # A folder saved quantized brings its own quantization_config (passing one, even None, would override it).
+    extra = {} if quant.saved_quantized(location) else {"quantization_config": quant.nf4_config(torch.float32)}
+    return AutoModelForCausalLM.from_pretrained(location, **extra), sources.load_tokenizer(name)
 
 
 def _relative(a, b):
@@ -41,11 +58,11 @@ def _relative(a, b):
 
 def test_retarget_adapter_copies_and_changes_only_the_base(qlora, tmp_path):
     _, _, adapter_dir, _ = qlora
-    before = finetune.adapter_config(adapter_dir)
+    before = export.adapter_config(adapter_dir)
     copy = export.retarget_adapter(adapter_dir, "meta-llama/Llama-3.2-1B", tmp_path / "copy")
-    after = finetune.adapter_config(copy)
+    after = export.adapter_config(copy)
     assert after["base_model_name_or_path"] == "meta-llama/Llama-3.2-1B"
-    assert finetune.adapter_config(adapter_dir) == before
+    assert export.adapter_config(adapter_dir) == before
     assert {k: v for k, v in after.items() if k != "base_model_name_or_path"} == \
         {k: v for k, v in before.items() if k != "base_model_name_or_path"}
     assert (copy / "adapter_model.safetensors").exists()
@@ -64,13 +81,13 @@ def test_dequantized_weights_are_the_4bit_values(qlora):
 
 def test_merging_into_the_dequantized_base_reproduces_the_trained_model(qlora):
     model, tokenizer, adapter_dir, kernel = qlora
-    reference = finetune.logits_on(model, tokenizer, PROMPTS, chat=False)
+    reference = logits_on(model, tokenizer, PROMPTS, chat=False)
     exact = export.merged_16bit(adapter_dir, "tiny-llama", trained_model=model, base="dequantized",
                                 dtype=torch.float32)
     original = export.merged_16bit(adapter_dir, "tiny-llama", trained_model=model, base="original",
                                    dtype=torch.float32)
-    exact_difference = _relative(finetune.logits_on(exact, tokenizer, PROMPTS, chat=False), reference)
-    original_difference = _relative(finetune.logits_on(original, tokenizer, PROMPTS, chat=False), reference)
+    exact_difference = _relative(logits_on(exact, tokenizer, PROMPTS, chat=False), reference)
+    original_difference = _relative(logits_on(original, tokenizer, PROMPTS, chat=False), reference)
     assert exact_difference < DEQUANTIZED_MERGE_TOLERANCE[kernel]
     assert original_difference > 10 * exact_difference
     with pytest.raises(ValueError, match="base must be one of"):
@@ -95,14 +112,6 @@ def test_merge_choices_and_gguf_export_of_the_merge(qlora, tmp_path):
     assert sizes[2]["bytes"] == files[1].bytes
 
 
-def test_k_quants_without_llama_cpp_say_how_to_get_them(monkeypatch, tmp_path):
-    monkeypatch.setattr(export.shutil, "which", lambda name: None)
-    monkeypatch.setattr(export.importlib.util, "find_spec", lambda name: None)
-    assert export.find_llama_cpp() == {"llama-quantize": None, "llama_cpp (Python bindings)": None}
-    made, message = export.quantize_with_llama_cpp(tmp_path / "a.gguf", tmp_path / "b.gguf", "Q4_K_M")
-    assert made is None and "llama-quantize" in message and "NOT made" in message
-
-
 def test_size_estimate_follows_bits_per_weight():
     n = 1_000_000_000
     assert export.gguf_size_estimate(n, "f16") == 2e9
@@ -113,7 +122,9 @@ def test_push_variants_behind_a_closed_gate_pushes_nothing(tmp_path):
     gate = sharing.hub_gate(False, None)
     rows = export.push_variants(gate, "me/zorbish", adapter_dir=tmp_path, merged_dir=tmp_path, gguf_files=[])
     assert [r["repository"] for r in rows] == ["me/zorbish-lora", "me/zorbish", "me/zorbish-GGUF"]
-    assert all(r["status"].startswith("not pushed") for r in rows)
+    assert all(r["status"] == "not pushed (gate closed)" for r in rows)
+    unnamed = export.push_variants(gate, None, adapter_dir=tmp_path, merged_dir=tmp_path, gguf_files=[])
+    assert unnamed[0]["repository"] == "<HUB_REPO_ID>-lora" and "None" not in str(unnamed)
 
 
 def test_ollama_modelfile_and_mac_routes(qlora):
@@ -136,11 +147,11 @@ def test_gguf_tolerances_are_ordered():
 
 def test_a_prequantized_checkpoint_loads_with_its_own_config(tmp_path, bnb_cpu_kernel):
     folder = export.prequantize("tiny-llama", tmp_path / "tiny-llama-bnb-4bit")
-    assert finetune.saved_quantized(str(folder)) and not finetune.saved_quantized("tiny-llama")
-    model, tokenizer = finetune.load_model(str(folder), load_in_4bit=True, device="cpu", backend="peft")
-    assert finetune.is_quantized(model)
-    at_load, _ = finetune.load_model("tiny-llama", load_in_4bit=True, device="cpu", backend="peft")
+    assert quant.saved_quantized(folder) and not quant.saved_quantized(sources.resolve_model("tiny-llama").location)
+    model, tokenizer = load_4bit(str(folder))
+    assert quant.is_quantized(model)
+    at_load, _ = load_4bit("tiny-llama")
     with torch.no_grad():  # inference, so the packed kernel (where forced on) really runs
-        saved, fresh = (finetune.logits_on(m, tokenizer, PROMPTS, chat=False) for m in (model, at_load))
+        saved, fresh = (logits_on(m, tokenizer, PROMPTS, chat=False) for m in (model, at_load))
     assert quant.bnb_cpu_kernel(model) == quant.bnb_cpu_kernel(at_load)
     assert _relative(saved, fresh) < 1e-6  # the same 4-bit values, whichever kernel multiplies them

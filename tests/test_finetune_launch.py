@@ -79,6 +79,19 @@ def test_claims_table_never_invents_a_number():
     assert measured == ["2.00x faster per step", "60% less peak memory"]
 
 
+def test_device_cpu_never_picks_unsloth(monkeypatch):
+    """Issue: with unsloth installed and a GPU present, --backend auto must still mean PEFT on --device cpu."""
+    from course_utils import unsloth_backend
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr(unsloth_backend, "unsloth_installed", lambda: True)
+    use_unsloth, why = finetune_launch.choose_backend("auto", "cpu")
+    assert not use_unsloth and "CPU" in why
+    with pytest.raises(ValueError, match="CUDA GPU, not on 'cpu'"):
+        finetune_launch.choose_backend("unsloth", "cpu")
+    assert finetune_launch.choose_backend("peft", "cuda") == (False, "asked for transformers + PEFT")
+
+
 @pytest.mark.slow
 def test_two_cpu_ranks_train_identical_adapters(tmp_path):
     done = finetune_launch.run_script(tmp_path / "ddp", "--profile", "tiny", "--device", "cpu", "--max-steps", "3",

@@ -190,6 +190,7 @@ def graded(tmp_path_factory):
         "order": [grade.student for grade in grades],
         "log": lines,
         "seconds": seconds,
+        "sandbox": grades[0].sandbox,
     }
 
 
@@ -230,8 +231,12 @@ def test_every_submission_gets_its_points_and_reason(graded):
 @pytest.mark.slow
 def test_the_gradebook_csv(graded):
     rows = list(csv.DictReader(io.StringIO((graded["out"] / "gradebook.csv").read_text("utf-8"))))
-    assert list(rows[0]) == ["student", *IDS, "total", "max", "run", "notes"]
+    assert list(rows[0]) == ["student", *IDS, "total", "max", "run", "notes", "sandbox"]
     by_student = {row["student"]: row for row in rows}
+    assert {row["sandbox"] for row in rows} == {graded["sandbox"]}  # the same box for everyone, named
+    assert graded["sandbox"] == "bubblewrap"
+    assert any(line.startswith("sandbox: bubblewrap: own home and /tmp, workbook and submission read-only, no network")
+               for line in graded["log"])
     assert by_student["full"] == {
         "student": "full",
         "nb02-word-count": "2",
@@ -241,6 +246,7 @@ def test_the_gradebook_csv(graded):
         "max": "4",
         "run": "ran",
         "notes": "",
+        "sandbox": graded["sandbox"],
     }
     assert by_student["partial"]["total"] == "2"
     assert by_student["partial"]["notes"] == "nb02-squares: failed a hidden test; nb02-initials: wrong answer"
@@ -666,6 +672,7 @@ def _grades() -> list[StudentGrade]:
                 ExerciseGrade("nb02-b", 0.0, 1.5, WRONG, "b(1): expected 2, got 3.\nTry again."),
             ],
             NotebookRun("error", 3.0, 4, "x = 1/0", "ZeroDivisionError: division by zero"),
+            sandbox="bubblewrap",
         ),
         StudentGrade(
             "bo",
@@ -673,6 +680,7 @@ def _grades() -> list[StudentGrade]:
             [ExerciseGrade("nb02-a", 0.0, 2.0, NOT_JSON), ExerciseGrade("nb02-b", 0.0, 1.5, NOT_JSON)],
             NotebookRun("skipped"),
             problem="not valid JSON: Expecting value at line 1, column 1",
+            sandbox="none (--no-sandbox)",
         ),
     ]
 
@@ -680,9 +688,9 @@ def _grades() -> list[StudentGrade]:
 def test_gradebook_csv_rows():
     text = gradebook_csv(_grades(), ["nb02-a", "nb02-b"])
     assert text.splitlines() == [
-        "student,nb02-a,nb02-b,total,max,run,notes",
-        "ann,2,0,2,3.5,crashed at cell 5,nb02-b: wrong answer",
-        'bo,0,0,0,3.5,not run,"not valid JSON: Expecting value at line 1, column 1"',
+        "student,nb02-a,nb02-b,total,max,run,notes,sandbox",
+        "ann,2,0,2,3.5,crashed at cell 5,nb02-b: wrong answer,bubblewrap",
+        'bo,0,0,0,3.5,not run,"not valid JSON: Expecting value at line 1, column 1",none (--no-sandbox)',
     ]
 
 

@@ -30,12 +30,13 @@ nbgrader = pytest.importorskip("nbgrader", reason="nbgrader is not installed (pi
 
 
 def _solutions():
-    """Every real solution notebook, the example fixture and the grading fixture."""
+    """Every real solution notebook, the example fixture and the grading fixture (also with hand-graded items)."""
     cases = [
         pytest.param(read_notebook(path), id=path.name) for path in solution_notebooks(paths.solutions_dir())
     ]
     cases.append(pytest.param(read_notebook(EXAMPLE_SOLUTION), id="fixture-01_example"))
     cases.append(pytest.param(grading_solution(), id="fixture-02_grading"))
+    cases.append(pytest.param(grading_solution(manual=True), id="fixture-02_grading-written-answers"))
     return cases
 
 

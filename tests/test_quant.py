@@ -83,3 +83,41 @@ def test_storage_bits_counted_from_bitsandbytes_tensors_match_the_formula():
 
 def test_bnb_path_names_the_backend():
     assert "CPU backend" in quant.bnb_path("cpu")
+
+
+def test_training_after_an_eval_forward_reaches_every_adapter(bnb_cpu_kernel):
+    """bitsandbytes' packed CPU kernel, once an eval forward has repacked the weights, has no backward: without
+    restore_training_layout, the adapters of the first layers get no gradient."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    from course_utils import sources
+
+    def adapter_grads(restore):
+        model = AutoModelForCausalLM.from_pretrained(sources.resolve_model("tiny-llama").location,
+                                                     quantization_config=quant.nf4_config(torch.float32))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        torch.manual_seed(0)
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"],
+                                                 task_type="CAUSAL_LM"))
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.05)
+        ids = torch.arange(20).reshape(2, 10) + 5
+        model.eval()
+        with torch.no_grad():
+            model(ids)  # a baseline evaluation
+        changed = quant.restore_training_layout(model) if restore else 0
+        model.train()
+        model(ids, labels=ids).loss.backward()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return changed, sum(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in trainable), len(trainable)
+
+    changed, with_grad, total = adapter_grads(restore=True)
+    assert with_grad == total
+    if bnb_cpu_kernel == "packed":
+        assert changed > 0
+        assert adapter_grads(restore=False)[1] < total  # the defect the function works around
+    else:
+        assert changed == 0

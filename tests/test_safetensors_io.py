@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save, save_file
 
-from course_utils import safetensors_io, tables
+from course_utils import safetensors_fuzz, safetensors_io, tables
 from course_utils.safetensors_io import MAX_HEADER_BYTES, SafetensorsFormatError, assemble, parse_bytes
 
 
@@ -176,8 +177,13 @@ def _entry(dtype: str = "F32", shape=(2,), offsets=(0, 8)) -> dict:
     return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
 
 
+def _file(header: str, data_bytes: int) -> bytes:
+    """A file with exactly this header text (JSON that json.dumps would not write) and a zero data block."""
+    return struct.pack("<Q", len(header.encode())) + header.encode() + bytes(data_bytes)
+
+
 BAD_FILES = [
-    ("empty file", b"", "has 0 bytes"),
+    ("empty file", b"", "^header length: the file has 0 bytes"),
     ("7 bytes", b"\x00" * 7, "8-byte header length"),
     ("length over 100 MB", struct.pack("<Q", MAX_HEADER_BYTES + 1) + b"{}", "100,000,000-byte limit"),
     ("length 2**64 - 1", b"\xff" * 8 + b"{}", "limit"),
@@ -185,35 +191,40 @@ BAD_FILES = [
     ("invalid UTF-8", struct.pack("<Q", 4) + b'{"\xc3"', "not valid UTF-8"),
     ("invalid JSON", struct.pack("<Q", 5) + b"{'a'}", "not valid JSON"),
     ("empty header", struct.pack("<Q", 0), "not valid JSON"),
-    ("header is a string", struct.pack("<Q", 4) + b'"ab"', "must be a JSON object, got str"),
-    ("header is null", struct.pack("<Q", 4) + b"null", "got NoneType"),
+    ("header is a string", struct.pack("<Q", 4) + b'"ab"', "^header object: the header must be a JSON object, got a string"),
+    ("header is null", struct.pack("<Q", 4) + b"null", "must be a JSON object, got null"),
     ("tensor entry is a list", assemble({"w": [1, 2]}, b""), "expected an object"),
     ("missing data_offsets", assemble({"w": {"dtype": "F32", "shape": [0]}}, b""), "missing data_offsets"),
     ("unknown field", assemble({"w": {**_entry(), "extra": 1}}, b"\0" * 8), "unknown field"),
     ("unknown dtype", assemble({"w": _entry(dtype="F128")}, b"\0" * 8), "unknown dtype 'F128'"),
     ("dtype not a string", assemble({"w": _entry(dtype=32)}, b"\0" * 8), "unknown dtype 32"),
-    ("negative dimension", assemble({"w": _entry(shape=(-2,))}, b"\0" * 8), "non-negative integers"),
-    ("float dimension", assemble({"w": _entry(shape=(2.0,))}, b"\0" * 8), "non-negative integers"),
-    ("boolean dimension", assemble({"w": _entry(shape=(True, 2))}, b"\0" * 8), "non-negative integers"),
+    ("negative dimension", assemble({"w": _entry(shape=(-2,))}, b"\0" * 8), "^shape: .*integers from 0 to 2"),
+    ("float dimension", assemble({"w": _entry(shape=(2.0,))}, b"\0" * 8), "^shape: .*got \\[2.0\\]"),
+    ("boolean dimension", assemble({"w": _entry(shape=(True, 2))}, b"\0" * 8), "^shape: .*got \\[True, 2\\]"),
     ("shape not a list", assemble({"w": {**_entry(), "shape": 2}}, b"\0" * 8), "shape must be a list"),
     ("three offsets", assemble({"w": _entry(offsets=(0, 4, 8))}, b"\0" * 8), "two integers"),
     ("string offsets", assemble({"w": _entry(offsets=("0", "8"))}, b"\0" * 8), "two integers"),
-    ("end before start", assemble({"w": _entry(offsets=(8, 0))}, b"\0" * 8), "0 <= start <= end"),
+    ("end before start", assemble({"w": _entry(offsets=(8, 0))}, b"\0" * 8), "^data_offsets: .*must satisfy start <= end"),
     ("offset past the data", assemble({"w": _entry(offsets=(4, 12))}, b"\0" * 8), "run past the data block"),
     ("shape needs more bytes", assemble({"w": _entry(shape=(3,))}, b"\0" * 8), "needs 12 bytes"),
     ("shape needs fewer bytes", assemble({"w": _entry(shape=(1,))}, b"\0" * 8), "needs 4 bytes"),
     ("astronomical shape", assemble({"w": _entry(shape=(2**62, 2**62, 2**62))}, b"\0" * 8),
-     "more than 2\\*\\*64 bytes"),
+     "^shape: .*more than 2\\*\\*64 - 1 elements"),
     ("overlap", assemble({"a": _entry(offsets=(0, 8)), "b": _entry(offsets=(4, 12))}, b"\0" * 12), "overlaps"),
     ("gap", assemble({"a": _entry(offsets=(0, 8)), "b": _entry(offsets=(12, 20))}, b"\0" * 20), "belong to no tensor"),
     ("trailing bytes", assemble({"a": _entry()}, b"\0" * 9), "cover only 8"),
     ("metadata not an object", assemble({"__metadata__": ["x"], "a": _entry()}, b"\0" * 8), "JSON object of strings"),
     ("metadata value a number", assemble({"__metadata__": {"step": 3}, "a": _entry()}, b"\0" * 8),
-     "'step' is int"),
-    ("metadata value null", assemble({"__metadata__": {"step": None}, "a": _entry()}, b"\0" * 8), "NoneType"),
-    ("duplicate name", assemble([("a", _entry()), ("a", _entry())], b"\0" * 8), "names 'a' twice"),
-    ("deep nesting", struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000, "not usable JSON"),
-    ("huge number", struct.pack("<Q", 5_002) + b"[" + b"9" * 5_000 + b"]", "not usable JSON"),
+     "'step' is a number"),
+    ("metadata value null", assemble({"__metadata__": {"step": None}, "a": _entry()}, b"\0" * 8), "'step' is null"),
+    ("duplicate name", assemble([("a", _entry()), ("a", _entry())], b"\0" * 8), "^header object: the tensor name 'a' appears twice; this parser is stricter"),
+    ("deep nesting", struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000, "^JSON: .* more than 127 deep"),
+    ("NaN", _file('{"a":{"dtype":"F32","shape":[NaN],"data_offsets":[0,8]}}', 8), "^JSON: NaN is not a JSON value"),
+    ("-0", _file('{"a":{"dtype":"F32","shape":[-0],"data_offsets":[0,0]}}', 0), "^shape: .*got \\[-0\\]"),
+    ("lone surrogate", assemble({"\ud800": _entry()}, b"\0" * 8), "^JSON: .*unpaired surrogate escape \\\\ud800"),
+    ("metadata key twice", _file('{"__metadata__":{"k":"1","k":"2"},"a":' + json.dumps(_entry()) + "}", 8),
+     "^metadata: the metadata key 'k' appears twice; this parser is stricter"),
+    ("huge number", struct.pack("<Q", 5_002) + b"[" + b"9" * 5_000 + b"]", "^JSON: the number 9+\\.\\.\\. is beyond a double's range"),
 ]
 
 
@@ -247,6 +258,18 @@ def test_a_hostile_length_allocates_nothing(monkeypatch):
     assert max(allocations, default=0) <= 8
 
 
+def test_null_metadata_is_no_metadata_as_in_the_library():
+    header = parse_bytes(_file('{"__metadata__":null,"a":' + json.dumps(_entry()) + "}", 8))
+    assert header.metadata == {} and list(header.tensors) == ["a"]
+
+
+def test_a_zero_size_tensor_too_wide_for_torch_is_valid_but_not_readable():
+    data = assemble({"a": _entry(shape=(0, 2**64 - 1), offsets=(0, 0))}, b"")
+    assert parse_bytes(data).tensors["a"].shape == (0, 2**64 - 1)  # the library accepts it too
+    with pytest.raises(ValueError, match="above 2\\*\\*63 - 1, the largest a torch tensor can have"):
+        safetensors_io.read_tensor(io.BytesIO(data), "a")
+
+
 def test_a_file_that_shrinks_while_reading_is_reported():
     class Shrinking(io.BytesIO):
         def seek(self, offset, whence=0):
@@ -261,13 +284,19 @@ def test_a_file_that_shrinks_while_reading_is_reported():
 # --- fuzzing ---------------------------------------------------------------------------------------------------
 
 
+_SCRATCH = safetensors_fuzz.scratch_folder()  # one file the library reads each example from, removed at exit
+
+
 def _parse_or_format_error(data: bytes) -> None:
+    """Only our error escapes, and the safetensors library agrees (see tests/test_safetensors_differential.py)."""
     try:
         header = safetensors_io.read_header(ReadGuard(data))
     except SafetensorsFormatError:
-        return
-    # Whatever is accepted must be self-consistent.
-    assert header.data_start + sum(t.nbytes for t in header) == len(data)
+        pass
+    else:  # whatever is accepted must be self-consistent
+        assert header.data_start + sum(t.nbytes for t in header) == len(data)
+    result = safetensors_fuzz.compare(data, Path(_SCRATCH.name) / "example.safetensors")
+    assert result.failure is None, result.failure
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,20 +16,31 @@ class CheckFailed(AssertionError):
 
 
 def call(fn: Callable[..., Any], *args: Any, what: str | None = None, **kwargs: Any) -> Any:
-    """Call the student's ``fn``, turning an unfinished stub or a crash into a readable CheckFailed."""
+    """Call the student's ``fn`` with the traps armed, turning a stub, a crash or a delegation into a CheckFailed."""
+    __tracebackhide__ = True
     name = what or getattr(fn, "__name__", "your function")
     if not callable(fn):
         raise CheckFailed(f"Expected a function for {name}, got {type(fn).__name__}: define it in the cell above.")
+    reference = reference_of(fn)
+    if reference is not None:
+        raise DelegationError(refusal(name, reference).replace(" calls ", " is ", 1))
     try:
-        return fn(*args, **kwargs)
+        with student_code() as region:
+            result = fn(*args, **kwargs)
     except NotImplementedError:
         raise CheckFailed(
             f"{name} is not written yet: replace `raise NotImplementedError()` in the cell above with your code."
         ) from None
+    except DelegationError as exc:  # a trap refused: name the student's function in the message
+        raise DelegationError(refusal(name, region.tripped or str(exc))) from None
     except CheckFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - any crash is a failed check, shown with its type
+        if region.tripped:  # the student caught the trap's error and failed later
+            raise DelegationError(refusal(name, region.tripped)) from None
         raise CheckFailed(f"{name} raised {type(exc).__name__}: {exc}") from exc
+    region.raise_if_tripped(name)
+    return result
 
 
 def expect(condition: bool, message: str) -> None:
@@ -76,6 +87,22 @@ def expect_tensor_close(actual: Any, expected: Any, what: str, *, atol: float = 
                           + (f" {hint}" if hint else ""))
 
 
+def run_experiment(student: Callable[..., Any], probe: Any, what: str) -> Any:
+    """Run the student's experiment with ``probe`` (a :class:`course_utils.experiments.Probe`); its answer."""
+    __tracebackhide__ = True
+    result = call(student, probe, what=what)
+    expect(bool(probe.rows), f"{what} returned {result!r} without calling {probe.name}: the answer must come from "
+                             "what you measure.")
+    return result
+
+
+def passed_experiment(message: str, probe: Any) -> None:
+    """Report a passed experiment, with the table of the runs when the workbook measured them."""
+    passed(f"{message} ({probe.about})")
+    if probe.real:
+        print(probe.table())
+
+
 def passed(message: str) -> None:
     """Report a passed check."""
     print(f"\u2713 {message}")
@@ -95,3 +122,9 @@ def tiny_llama_sizes() -> dict[str, int]:
     return {"hidden": hidden, "kv": config["num_key_value_heads"] * (hidden // heads),
             "mlp": config["intermediate_size"], "vocab": config["vocab_size"], "layers": config["num_hidden_layers"]}
 
+
+# Imported last: the traps module needs CheckFailed from this one.
+from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code  # noqa: E402
+
+__all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal",
+           "expect_tensor_close", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]

@@ -1,12 +1,22 @@
-"""Checks for Notebook 00 (your machine and what fits on it): weights in GiB, KV cache bytes, NF4 bits."""
+"""Checks for Notebook 00 (your machine and what fits on it): weights in GiB, KV cache bytes, NF4 bits, and the
+experiment that measures the KV cache."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
-from course_utils import memory
-from course_utils.checks import CheckFailed, call, expect, expect_close, passed
+from course_utils import experiments, memory
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    expect_close,
+    passed,
+    passed_experiment,
+    run_experiment,
+)
 
 GIB = memory.GIB
 
@@ -24,6 +34,10 @@ def _near(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6)
 
 
+@check(forbids=(
+    "course_utils.memory.weights_gib", "course_utils.memory.weights_bytes",
+    "course_utils.memory.bytes_per_param"
+))
 def weights_gib(student: Callable[[float, float], float]) -> None:
     """``weights_gib(n_params, bits)``: memory of the weights in GiB."""
     cases = [(6_738_415_616, 16, "Llama-2-7B in 16-bit"), (124_439_808, 32, "GPT-2 in fp32"),
@@ -45,6 +59,7 @@ def weights_gib(student: Callable[[float, float], float]) -> None:
     passed("weights_gib: bytes = parameters x bits / 8, and a GiB is 2**30 bytes.")
 
 
+@check(forbids=("course_utils.memory.kv_cache_bytes",))
 def kv_cache_bytes(student: Callable[..., float]) -> None:
     """``kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch, bytes_per_value)``: KV cache size."""
     # Ordered so that each usual mistake shows first where it cannot be mistaken for another one.
@@ -80,6 +95,7 @@ def kv_cache_bytes(student: Callable[..., float]) -> None:
     passed("kv_cache_bytes: Llama-2-7B at 4096 tokens in fp16 needs exactly 2 GiB of KV cache.")
 
 
+@check(forbids=("course_utils.memory.nf4_bits_per_param",))
 def nf4_bits_per_param(student: Callable[..., float]) -> None:
     """``nf4_bits_per_param(block_size, double_quant, dq_block_size)``: bits per weight of NF4 storage."""
     cases = [(64, False, 256), (64, True, 256), (128, False, 256), (32, True, 128)]
@@ -103,3 +119,32 @@ def nf4_bits_per_param(student: Callable[..., float]) -> None:
                      hint="Without double quantization: 4 + 32 / block_size. With it: 4 + 8 / block_size + "
                           "32 / (block_size * dq_block_size).")
     passed("nf4_bits_per_param: NF4 costs 4.5 bits per weight, about 4.127 with double quantization.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (easy): the KV cache, measured
+
+
+@check()
+def kv_cache_experiment(student: Callable[..., float], probe: experiments.Probe | None = None) -> None:
+    """``bytes_per_token(cache_bytes)``: measure the tiny Llama's cache at several lengths; return its slope."""
+    probe = probe or experiments.kv_cache_probe()
+    what = "bytes_per_token(cache_bytes)"
+    got = _number(run_experiment(student, probe, "bytes_per_token"), what)
+    contexts = sorted(probe.values("context"))
+    expect(len(contexts) >= 3, f"{what} measured {len(contexts)} context length(s); measure at least three, so "
+                               "that your table shows whether the cache grows in a straight line.")
+    expect(contexts[-1] >= 4 * contexts[0], f"{what} measured contexts {contexts}: let the longest be at least "
+                                            "four times the shortest, or the slope is hard to read.")
+    sizes = [probe.measured(context=context)["bytes"] for context in contexts]
+    expect(all(size > 0 for size in sizes), f"the cache came back empty: {sizes}")
+    slope = (sizes[-1] - sizes[0]) / (contexts[-1] - contexts[0])
+    for context, size in zip(contexts, sizes):
+        expect(math.isclose(size, sizes[0] + slope * (context - contexts[0]), rel_tol=0.01),
+               f"the measured cache is not a straight line in the context: {dict(zip(contexts, sizes))}")
+    if _near(got, slope / 2) or _near(got, slope * 2):
+        raise CheckFailed(f"{what}: got {got:,.0f}, a factor 2 from the slope of your table ({slope:,.0f} bytes "
+                          "per token). Read the slope off the table: bytes added / tokens added.")
+    expect_close(got, slope, what, rel=1e-6, hint="Return the slope of your table: (bytes at the longest context "
+                 "- bytes at the shortest) / (the number of tokens between them).")
+    passed_experiment(f"bytes_per_token: the cache grows by {got:,.0f} bytes per token", probe)

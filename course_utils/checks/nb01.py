@@ -1,4 +1,5 @@
-"""Checks for Notebook 01 (what save_pretrained saves): the header parser, the exponent entropy, one tensor by offsets."""
+"""Checks for Notebook 01 (what save_pretrained saves): the header parser, the exponent entropy, one tensor by offsets,
+and the experiment that chooses the dtype to save in."""
 
 from __future__ import annotations
 
@@ -15,7 +16,17 @@ from typing import Any
 from unittest import mock
 
 from course_utils import compression, safetensors_io
-from course_utils.checks import CheckFailed, call, expect, expect_close, passed
+from course_utils.checks import (
+    CheckFailed,
+    DelegationError,
+    call,
+    check,
+    expect,
+    expect_close,
+    passed,
+    passed_experiment,
+    run_experiment,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Test files, built fresh by every check
@@ -136,6 +147,10 @@ def _count_reads_of(path: Path) -> Iterator[dict[str, int]]:
 # Exercise 1: the header parser
 
 
+@check(forbids=(
+    "course_utils.safetensors_io.read_header", "course_utils.safetensors_io.parse_header_bytes",
+    "course_utils.safetensors_io.parse_bytes"
+))
 def parse_header(student: Callable[[Any], Any]) -> None:
     """``parse_safetensors_header(path)`` returns ``(header_size, metadata, tensors)``."""
     with _example_files() as files:
@@ -146,6 +161,8 @@ def parse_header(student: Callable[[Any], Any]) -> None:
             try:
                 with _count_reads_of(path) as counter:
                     result = call(student, str(path), what="parse_safetensors_header")
+            except DelegationError:
+                raise  # its message says what to do; the format hint would only distract
             except CheckFailed as exc:
                 raise CheckFailed(f"On {label}: {str(exc).rstrip('.')}. {hint}") from None
             expect(isinstance(result, (tuple, list)) and len(result) == 3,
@@ -197,6 +214,7 @@ def _entropy_cases() -> list[tuple[str, Any]]:
     ]
 
 
+@check(forbids=("course_utils.compression.bf16_exponents", "course_utils.compression.entropy_bits"))
 def exponent_entropy(student: Callable[[Any], Any]) -> None:
     """``exponent_entropy(tensor)``: bits per value of the 8-bit exponent field of a bf16 tensor."""
     for label, tensor in _entropy_cases():
@@ -228,6 +246,10 @@ def exponent_entropy(student: Callable[[Any], Any]) -> None:
 # Exercise 3: one tensor by its offsets
 
 
+@check(forbids=(
+    "course_utils.safetensors_io.read_tensor", "course_utils.safetensors_io.tensor_from_bytes",
+    "course_utils.safetensors_io.read_rows", "course_utils.safetensors_io.read_all"
+))
 def read_tensor_by_offsets(student: Callable[..., Any]) -> None:
     """``read_tensor_by_offsets(path, header_size, entry)``: the tensor, read from 8 + N + start."""
     import torch
@@ -272,3 +294,37 @@ def _offset_hint(path: Path, header: safetensors_io.SafetensorsHeader, info: saf
         if data[position:position + len(raw)] == raw:
             return f"Your bytes start at file position {position}: {message}."
     return "Seek to 8 + header_size + start and read end - start bytes."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (easy): the dtype to save in
+
+
+def dtype_by_the_rule(rows: list[dict[str, Any]]) -> str:
+    """The exercise's rule: of the files at most 55% of fp32's whose next tokens all agree, the closest logits."""
+    full = next(row["bytes"] for row in rows if row["dtype"] == "float32")
+    candidates = [row for row in rows if row["agreement"] == 1.0 and row["bytes"] <= 0.55 * full]
+    return min(candidates, key=lambda row: row["max_logit_error"])["dtype"] if candidates else "float32"
+
+
+@check()
+def save_dtype_experiment(student: Callable[..., Any], probe: Any = None) -> None:
+    """``choose_dtype(save_as)``: save in every dtype, then choose by the rule the exercise states."""
+    from course_utils import experiments
+
+    probe = probe or experiments.save_dtype_probe()
+    got = run_experiment(student, probe, "choose_dtype")
+    measured = probe.values("dtype")
+    expect(set(measured) == set(experiments.SAVE_DTYPES),
+           f"choose_dtype measured {measured}: measure all of {', '.join(experiments.SAVE_DTYPES)} before choosing.")
+    for row in probe.rows:
+        expect(row["bytes"] > 0 and 0.0 <= row["agreement"] <= 1.0 and math.isfinite(row["max_logit_error"]),
+               f"a measurement is out of range: {row}")
+    expected = dtype_by_the_rule(probe.rows)
+    expect(isinstance(got, str), f"choose_dtype: return the dtype's name as a string (e.g. 'float32'), got {got!r}.")
+    if got != expected:
+        raise CheckFailed(f"choose_dtype returned {got!r}; by the rule (files at most 55% of float32's whose "
+                          f"predictions all agree with float32, then the smallest logit error) your table gives "
+                          f"{expected!r}. Read the table again.")
+    passed_experiment(f"choose_dtype: {got} by the rule (bytes of model.safetensors, largest logit error "
+           "against float32, share of positions with float32's next token)", probe)

@@ -1,4 +1,5 @@
-"""Checks for Notebook 02 (Auto classes and architectures): the causal LM loss and the Llama pieces.
+"""Checks for Notebook 02 (Auto classes and architectures): the causal LM loss, the Llama pieces, and the experiment
+that finds where the loss rises past the training window.
 
 Each check builds the matching ``transformers`` module (random weights, fixed seed), feeds the same inputs to it
 and to the student's function, and compares in float32 within :data:`course_utils.arch.TOLERANCE`. Before the
@@ -7,13 +8,23 @@ final comparison it tries the usual mistakes, so the message can name the one it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from course_utils import arch
-from course_utils.checks import CheckFailed, call, expect_tensor_close, passed
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    expect_tensor_close,
+    passed,
+    passed_experiment,
+    run_experiment,
+)
 
 ATOL, RTOL = arch.TOLERANCE["atol"], arch.TOLERANCE["rtol"]
 
@@ -35,6 +46,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL, rtol: float = R
 # The loss a causal LM returns when given labels
 
 
+@check()
 def causal_lm_loss(student: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
     """``causal_lm_loss(logits, labels)`` equals ``LlamaForCausalLM(...)(input_ids, labels=labels).loss``."""
     from transformers import LlamaForCausalLM
@@ -81,6 +93,7 @@ def causal_lm_loss(student: Callable[[torch.Tensor, torch.Tensor], Any]) -> None
 # RMSNorm
 
 
+@check(forbids=("course_utils.arch.rms_norm", "course_utils.arch.RMSNorm"))
 def rms_norm(student: Callable[..., Any]) -> None:
     """``rms_norm(x, weight, eps)`` equals ``LlamaRMSNorm`` with the same weight and eps."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
@@ -128,6 +141,7 @@ def rms_norm(student: Callable[..., Any]) -> None:
 # SwiGLU
 
 
+@check(forbids=("course_utils.arch.swiglu", "course_utils.arch.SwiGLUFeedForward"))
 def swiglu(student: Callable[..., Any]) -> None:
     """``swiglu(x, gate_weight, up_weight, down_weight)`` equals ``LlamaMLP`` with the same weights."""
     from transformers.models.llama.modeling_llama import LlamaMLP
@@ -178,6 +192,11 @@ def _hf_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Te
     return rotated
 
 
+@check(forbids=(
+    "course_utils.arch.rope", "course_utils.arch.apply_rope", "course_utils.arch.rope_cos_sin",
+    "course_utils.arch.rotate_half", "course_utils.arch.rope_inverse_frequencies",
+    "course_utils.arch.rope_frequencies"
+))
 def rope(student: Callable[..., Any]) -> None:
     """``rope(x, positions, theta)`` equals transformers' ``LlamaRotaryEmbedding`` + ``apply_rotary_pos_emb``."""
     torch.manual_seed(2)
@@ -218,6 +237,7 @@ def rope(student: Callable[..., Any]) -> None:
     passed("rope matches transformers: pairs (i, i + d/2) turned by position x inv_freq.")
 
 
+@check(forbids=("course_utils.arch.llama3_scale_frequencies", "course_utils.arch.rope_frequencies"))
 def llama3_inverse_frequencies(student: Callable[..., Any]) -> None:
     """``llama3_inverse_frequencies(...)`` equals ``ROPE_INIT_FUNCTIONS["llama3"]`` on several configs."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -268,6 +288,10 @@ def llama3_inverse_frequencies(student: Callable[..., Any]) -> None:
 # Grouped-query attention
 
 
+@check(forbids=(
+    "course_utils.arch.grouped_query_attention", "course_utils.arch.repeat_kv",
+    "course_utils.arch.GroupedQueryAttention"
+))
 def grouped_query_attention(student: Callable[..., Any]) -> None:
     """The student's causal GQA, between ``LlamaAttention``'s projections, equals ``LlamaAttention``'s output."""
     from transformers.models.llama import modeling_llama as hf
@@ -325,3 +349,49 @@ def grouped_query_attention(student: Callable[..., Any]) -> None:
                           "with torch.ones(seq_q, seq_k).tril(diagonal=seq_k - seq_q).")
     passed("grouped_query_attention matches transformers' LlamaAttention (8 query heads sharing 2 key/value "
            "heads), also with fewer queries than keys.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (medium): how far past its training window can the tiny Llama read?
+
+RISE = 1.2  # "the loss rose": more than 20% above the lowest loss at an earlier position
+
+
+def first_rise(losses: dict[int, float]) -> int | None:
+    """The first position whose loss is more than 20% above the lowest loss measured before it (None: none)."""
+    best = math.inf
+    for position in sorted(losses):
+        if losses[position] > RISE * best:
+            return position
+        best = min(best, losses[position])
+    return None
+
+
+@check()
+def position_experiment(student: Callable[..., Any], probe: Any = None) -> None:
+    """``where_loss_rises(loss_at)``: the first position where the tiny Llama's loss rises by 20%."""
+    from course_utils import experiments
+
+    probe = probe or experiments.position_loss_probe()
+    got = run_experiment(student, probe, "where_loss_rises")
+    losses = dict(zip(probe.values("position"), probe.values("loss")))
+    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
+    expect(len(losses) >= 4, f"where_loss_rises measured {len(losses)} positions; measure at least four.")
+    expected = first_rise(losses)
+    bucket = experiments.POSITION_BUCKET
+    if got is None:
+        if expected is not None:
+            raise CheckFailed(f"where_loss_rises returned None, but in your table the loss at {expected} is more "
+                              "than 20% above the lowest loss before it.")
+        last = experiments.POSITION_LENGTH - bucket
+        expect(max(losses) == last, f"where_loss_rises returned None after measuring up to {max(losses)}; measure "
+                                    f"up to {last} before you conclude that the loss never rises.")
+    else:
+        expect(got in losses, f"where_loss_rises returned {got!r}, a position you did not measure: return one of "
+                              f"{sorted(losses)}.")
+        expect(got == expected, f"where_loss_rises returned {got}; in your table the first position whose loss "
+                                f"is more than 20% above the lowest before it is {expected}.")
+        expect(got - bucket in losses, f"where_loss_rises returned {got} without measuring {got - bucket}: the "
+                                       "rise may have started earlier; measure the positions just before it.")
+    shown = "never rises in the positions measured" if got is None else f"rises at position {got}"
+    passed_experiment(f"where_loss_rises: the loss {shown}", probe)

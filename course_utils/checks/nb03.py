@@ -1,5 +1,6 @@
 """Checks for Notebook 03 (pretraining a GPT): sliding windows, causal attention, sampling probabilities,
-the warm-up + cosine schedule, and Chinchilla's compute-optimal size."""
+the warm-up + cosine schedule, Chinchilla's compute-optimal size, and the experiment that finds the fastest learning
+rate."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import scaling
-from course_utils.checks import CheckFailed, call, expect, expect_close, expect_tensor_close, passed
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    expect_close,
+    expect_tensor_close,
+    passed,
+    passed_experiment,
+    run_experiment,
+)
 from course_utils.sampling import next_token_probs
 from course_utils.text_data import SlidingWindowDataset
 from course_utils.train import TrainConfig, lr_at
@@ -28,6 +39,7 @@ def _as_list(value: Any, what: str) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------- sliding windows
+@check(forbids=("course_utils.text_data.SlidingWindowDataset",))
 def sliding_windows(student: Callable[[list[int], int, int], Any]) -> None:
     """``sliding_windows(token_ids, max_length, stride)`` -> list of ``(inputs, targets)`` pairs."""
     cases = [(list(range(10, 30)), 4, 4), (list(range(100, 111)), 4, 2), (list(range(50, 60)), 3, 1),
@@ -65,6 +77,7 @@ def _attention_inputs(seed: int, batch: int = 2, heads: int = 3, time: int = 5, 
     return tuple(torch.randn(batch, heads, time, dim, generator=g) for _ in range(3))
 
 
+@check(forbids=("course_utils.gpt.explicit_attention", "course_utils.arch.grouped_query_attention"))
 def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """``causal_attention(q, k, v)`` with shapes (batch, heads, time, head_dim): ``softmax(QK^T/sqrt(d) + mask) V``."""
     for seed, dims in ((0, {}), (1, {"time": 7, "dim": 16}), (2, {"batch": 1, "heads": 1, "time": 4, "dim": 4})):
@@ -104,6 +117,10 @@ def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------ sampling probabilities
+@check(forbids=(
+    "course_utils.sampling.next_token_probs", "course_utils.sampling.top_k_filter",
+    "course_utils.sampling.softmax_with_temperature"
+))
 def sampling_probs(student: Callable[[torch.Tensor, float, int | None], torch.Tensor]) -> None:
     """``sampling_probs(logits, temperature, top_k)`` -> the probabilities multinomial sampling draws from."""
     logits = torch.tensor([2.0, -1.0, 0.5, 3.0, 1.0, -2.0, 0.0])
@@ -135,6 +152,7 @@ def sampling_probs(student: Callable[[torch.Tensor, float, int | None], torch.Te
 
 
 # ------------------------------------------------------------------------------------------ learning-rate schedule
+@check(forbids=("course_utils.train.lr_at",))
 def cosine_lr(student: Callable[..., float]) -> None:
     """``cosine_lr(step, max_steps, warmup_steps, max_lr, min_lr)``: linear warm-up, then cosine to ``min_lr``."""
     settings = [dict(max_steps=100, warmup_steps=10, max_lr=1.0, min_lr=0.1),
@@ -177,6 +195,7 @@ def cosine_lr(student: Callable[..., float]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- Chinchilla
+@check(forbids=("course_utils.scaling.chinchilla_optimal",))
 def chinchilla_optimal(student: Callable[[float], tuple[float, float]]) -> None:
     """``chinchilla_optimal(compute)`` -> ``(n_params, n_tokens)`` with D = 20 N and C = 6 N D."""
     for compute in (5.76e23, 1e21, 3.6e15):
@@ -198,3 +217,31 @@ def chinchilla_optimal(student: Callable[[float], tuple[float, float]]) -> None:
                      hint="Solve C = 6 * N * (20 * N) for N: N = sqrt(C / 120).")
         expect_close(n_tokens, d_expected, f"{what}: n_tokens", rel=1e-4, hint="D = 20 * N.")
     passed("chinchilla_optimal: 5.76e23 FLOPs -> about 69B parameters on 1.4T tokens (Chinchilla's own size).")
+
+
+# --------------------------------------------------------------------------------- experiment: the learning rate
+@check()
+def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
+    """``find_fastest_lr(loss_after)``: the learning rate with the lowest loss after the steps, bracketed."""
+    from course_utils import experiments
+
+    probe = probe or experiments.learning_rate_probe()
+    got = run_experiment(student, probe, "find_fastest_lr")
+    losses = dict(zip(probe.values("lr"), probe.values("validation loss")))
+    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
+    expect(len(losses) >= 4, f"find_fastest_lr tried {len(losses)} learning rates; try at least four (for "
+                             "example a few factors of 3 apart) before you decide.")
+    best = min(losses, key=losses.__getitem__)
+    expect(isinstance(got, (int, float)) and not isinstance(got, bool),
+           f"find_fastest_lr: return the learning rate (a number), got {got!r}.")
+    expect(any(math.isclose(got, lr, rel_tol=1e-9) for lr in losses),
+           f"find_fastest_lr returned {got!r}, a learning rate it did not try; return one from your table.")
+    expect(math.isclose(got, best, rel_tol=1e-9), f"find_fastest_lr returned {got:g}, but in your table {best:g} "
+                                                  f"has the lower loss ({losses[best]:.3f}).")
+    below, above = [lr for lr in losses if lr < best], [lr for lr in losses if lr > best]
+    expect(bool(below) and bool(above),
+           f"{best:g} is the {'smallest' if not below else 'largest'} learning rate you tried, so a "
+           f"{'smaller' if not below else 'larger'} one may be faster still: try one on that side too (the best "
+           "must have a worse one on either side).")
+    passed_experiment(f"find_fastest_lr: {best:g} trains fastest, with {max(below):g} and {min(above):g} on either side both "
+           f"worse", probe)

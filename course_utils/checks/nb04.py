@@ -1,4 +1,5 @@
-"""Checks for Notebook 04 (knowledge distillation): the KD loss, the layer map, top-1 agreement, KL direction."""
+"""Checks for Notebook 04 (knowledge distillation): the KD loss, the layer map, top-1 agreement, KL direction, and
+the experiment that compares temperatures over seeds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import distill
-from course_utils.checks import CheckFailed, call, expect, passed
+from course_utils.checks import CheckFailed, call, check, expect, passed, passed_experiment, run_experiment
 
 
 def _scalar(value: object, what: str) -> float:
@@ -65,6 +66,10 @@ def _kd_mistakes(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, alpha: float
     return [(value, hint) for value, hint in mistakes if math.isfinite(value)]
 
 
+@check(forbids=(
+    "course_utils.distill.distillation_loss", "course_utils.distill.kd_loss_fn",
+    "course_utils.distill.kl_divergence"
+))
 def kd_loss(student: Callable[..., torch.Tensor]) -> None:
     """``kd_loss(student_logits, teacher_logits, labels, alpha, temperature)`` against the workbook's reference."""
     g = torch.Generator().manual_seed(4)
@@ -105,6 +110,7 @@ def kd_loss(student: Callable[..., torch.Tensor]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- the layer map
+@check(forbids=("course_utils.distill.teacher_layers_for_student",))
 def layer_map(student: Callable[[int, int], list[int]]) -> None:
     """``layer_map(num_teacher_layers, num_student_layers)``: evenly spread teacher layers, first and last included."""
     # An even number of student layers never puts a position exactly halfway, so every rounding to the nearest
@@ -143,6 +149,7 @@ def layer_map(student: Callable[[int, int], list[int]]) -> None:
 
 
 # ---------------------------------------------------------------------------------------- top-1 agreement
+@check(forbids=("course_utils.distill.top1_agreement",))
 def top1_agreement(student: Callable[..., float]) -> None:
     """``top1_agreement(student_logits, teacher_logits, mask=None)``: fraction of positions with the same argmax."""
     teacher = torch.tensor([[[0.0, 5.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 2.0], [1.0, 2.0, 0.0]]])
@@ -178,6 +185,7 @@ def top1_agreement(student: Callable[..., float]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- KL direction
+@check(forbids=("course_utils.distill.kl_divergence",))
 def kl_divergence(student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """``kl_divergence(p_logits, q_logits)``: KL(p || q) over the last dimension, one value per row."""
     g = torch.Generator().manual_seed(11)
@@ -204,3 +212,48 @@ def kl_divergence(student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
         raise CheckFailed(f"{what}: you used the logits as log-probabilities. Take log_softmax of each first.")
     raise CheckFailed(f"{what}: expected {expected.tolist()}, got {got.tolist()}. KL(p || q) = sum over outcomes of "
                       "p * (log p - log q), with p = softmax(p_logits) and log q = log_softmax(q_logits).")
+
+
+# ------------------------------------------------------------------------------ experiment: the temperature
+def temperature_verdict(perplexities: dict[float, list[float]]) -> tuple[float, bool]:
+    """(the temperature with the lowest mean perplexity, whether it beats every other by more than the spread).
+
+    The spread of a temperature is max - min over its seeds; the best "is decided" when its mean is lower than
+    every other temperature's mean by more than the larger of the two spreads.
+    """
+    means = {t: sum(values) / len(values) for t, values in perplexities.items()}
+    spread = {t: max(values) - min(values) for t, values in perplexities.items()}
+    best = min(means, key=means.__getitem__)
+    decided = all(means[t] - means[best] > max(spread[t], spread[best]) for t in means if t != best)
+    return best, decided
+
+
+@check()
+def temperature_experiment(student: Callable[..., object], probe: object = None) -> None:
+    """``best_temperature(perplexity_after)`` -> ``(temperature, decided)`` over at least three seeds each."""
+    from course_utils import experiments
+
+    probe = probe or experiments.distillation_probe()
+    got = run_experiment(student, probe, "best_temperature")
+    runs: dict[float, list[float]] = {}
+    for row in probe.rows:
+        expect(math.isfinite(row["perplexity"]) and row["perplexity"] >= 1, f"an odd perplexity: {row}")
+        runs.setdefault(row["temperature"], []).append(row["perplexity"])
+    enough = {t: values for t, values in runs.items() if len(values) >= 3}
+    expect(len(enough) >= 3, f"best_temperature ran {', '.join(f'T={t:g}: {len(v)} seed(s)' for t, v in runs.items())}"
+                             "; compare at least three temperatures with at least three seeds each.")
+    expect(len(enough) == len(runs), "every temperature you try needs at least three seeds, or its spread is "
+                                     f"unknown: {', '.join(f'T={t:g}' for t in runs if t not in enough)}.")
+    expect(isinstance(got, tuple) and len(got) == 2, f"best_temperature: return (temperature, decided), got {got!r}.")
+    temperature, decided = got
+    best, expected_decided = temperature_verdict(enough)
+    expect(isinstance(temperature, (int, float)) and math.isclose(temperature, best),
+           f"best_temperature returned {temperature!r}; the lowest mean perplexity in your table is at T={best:g}.")
+    expect(isinstance(decided, bool), f"decided must be True or False, got {decided!r}.")
+    if decided != expected_decided:
+        raise CheckFailed(f"best_temperature says decided={decided}, but by the rule (the best mean lower than "
+                          "every other mean by more than the larger of the two spreads, max - min over seeds) your "
+                          f"table says {expected_decided}.")
+    verdict = "beats every other by more than the seeds' spread" if decided else \
+        "does not beat every other by more than the seeds' spread: the seeds decide as much as the temperature"
+    passed_experiment(f"best_temperature: T={best:g} has the lowest mean perplexity and {verdict}", probe)

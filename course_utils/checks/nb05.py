@@ -1,24 +1,28 @@
 """Checks for Notebook 05 (LoRA and QLoRA): the LoRA forward pass, adapter parameter counts, label masking with
-padding, and block-wise NF4 quantization."""
+padding, block-wise NF4 quantization, and the experiment that finds where LoRA stops improving with the rank."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 
-from course_utils import finetune, lora, quant
+from course_utils import lora, quant, sft_data
 from course_utils.checks import (
     CheckFailed,
     call,
+    check,
     expect,
     expect_equal,
     expect_tensor_close,
     passed,
+    passed_experiment,
+    run_experiment,
     tiny_llama_sizes,
 )
 
-IGNORE_INDEX = finetune.IGNORE_INDEX
+IGNORE_INDEX = sft_data.IGNORE_INDEX
 
 
 def _tensor(value: object, what: str) -> torch.Tensor:
@@ -35,6 +39,7 @@ def _lora_case(seed: int, d_out: int, d_in: int, r: int, bias: bool) -> dict[str
             "lora_A": torch.randn(r, d_in, generator=g) * 0.1, "lora_B": torch.randn(d_out, r, generator=g) * 0.1}
 
 
+@check(forbids=("course_utils.lora.lora_forward", "course_utils.lora.LoRALinear"))
 def lora_forward(student: Callable[..., torch.Tensor]) -> None:
     """``lora_forward(x, weight, bias, lora_A, lora_B, alpha, r)``: ``x W0^T + b + (alpha/r) x A^T B^T``."""
     cases = [(0, 6, 5, 2, 8.0, True), (1, 4, 7, 3, 6.0, False), (2, 9, 9, 4, 16.0, True)]  # alpha / r never 1
@@ -80,6 +85,7 @@ def tiny_llama_shapes() -> list[tuple[int, int]]:
     return [(h, h), (kv, h), (kv, h), (h, h), (mlp, h), (mlp, h), (h, mlp)] * s["layers"]
 
 
+@check(forbids=("course_utils.lora.lora_param_count", "course_utils.lora.count_table"))
 def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int]) -> None:
     """``lora_parameter_count(shapes, r)``: trainable LoRA parameters over layers of shape ``(d_out, d_in)``."""
     cases = [([(4096, 4096)], 16, "one 4096 x 4096 layer (the workshop guide's example)"),
@@ -109,6 +115,7 @@ def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int
 
 
 # ------------------------------------------------------------------------------------------------ make_batch
+@check(forbids=("course_utils.sft_data.build_example", "trl.trainer.sft_trainer.DataCollatorForLanguageModeling"))
 def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
     """``make_batch(pairs, pad_id)``: right-padded ids, attention mask, labels with -100 on prompt and padding."""
     pad_id = 1
@@ -119,7 +126,10 @@ def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
                           f"{type(got).__name__}.")
     missing = {"input_ids", "attention_mask", "labels"} - set(got)
     expect(not missing, f"make_batch: the dict lacks {sorted(missing)}; return input_ids, attention_mask, labels.")
-    expected = finetune.CompletionCollator(pad_id)([finetune.build_example(p, c) for p, c in pairs])
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    # The reference is TRL's own collator, on the examples its SFTTrainer builds (labels -100 on the prompt).
+    expected = DataCollatorForLanguageModeling(pad_token_id=pad_id)([sft_data.build_example(p, c) for p, c in pairs])
     for key in ("input_ids", "attention_mask", "labels"):
         value = _tensor(got[key], f"make_batch()[{key!r}]")
         expect_equal(tuple(value.shape), tuple(expected[key].shape), f"make_batch()[{key!r}] shape",
@@ -158,6 +168,10 @@ def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ NF4
+@check(forbids=(
+    "course_utils.quant.quantize_blockwise", "course_utils.quant.dequantize_blockwise",
+    "course_utils.quant.roundtrip"
+))
 def nf4_quantize(quantize: Callable[..., tuple[torch.Tensor, torch.Tensor]],
                  dequantize: Callable[..., torch.Tensor]) -> None:
     """``nf4_quantize(x, levels, block_size)`` -> (codes, absmax); ``nf4_dequantize(codes, absmax, levels,
@@ -202,3 +216,35 @@ def nf4_quantize(quantize: Callable[..., tuple[torch.Tensor, torch.Tensor]],
                         hint="levels[codes] times the absmax of each code's block, then reshape.")
     error_nf4 = (restored - x).pow(2).mean().item()
     passed(f"NF4 round trip: block-wise absmax and nearest level; mean squared error {error_nf4:.2e} on this tensor.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (medium): where does LoRA stop improving?
+
+GOOD_ENOUGH = 0.02  # "stopped improving": within 2% of the lowest loss measured
+
+
+def smallest_good_rank(losses: dict[int, float]) -> int:
+    """The smallest rank whose loss is within 2% of the lowest loss measured."""
+    lowest = min(losses.values())
+    return min(rank for rank, loss in losses.items() if loss <= (1 + GOOD_ENOUGH) * lowest)
+
+
+@check()
+def rank_experiment(student: Callable[..., object], probe: object = None) -> None:
+    """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried."""
+    from course_utils import experiments
+
+    probe = probe or experiments.lora_rank_probe()
+    got = run_experiment(student, probe, "where_lora_stops")
+    losses = dict(zip(probe.values("rank"), probe.values("validation loss")))
+    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
+    expect(len(losses) >= 4, f"where_lora_stops tried {len(losses)} ranks; try at least four (powers of two, say).")
+    expected = smallest_good_rank(losses)
+    expect(got in losses, f"where_lora_stops returned {got!r}, a rank it did not try; return one from your table.")
+    expect(got == expected, f"where_lora_stops returned {got}; in your table the smallest rank within 2% of the "
+                            f"lowest loss ({min(losses.values()):.3f}) is {expected}.")
+    expect(any(rank > got for rank in losses), f"{got} is the largest rank you tried, so you cannot tell whether a "
+                                               "larger one would still improve: try one above it.")
+    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the best loss; larger ranks add parameters, not much "
+           f"else", probe)

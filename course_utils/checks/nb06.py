@@ -1,5 +1,5 @@
 """Checks for Notebook 06 (Unsloth, exporting, running on a Mac): llama.cpp's q/k permutation, Q8_0 blocks,
-the size of a GGUF file, and pointing an adapter at another base model."""
+the size of a GGUF file, pointing an adapter at another base model, and the experiment that chooses the GGUF type."""
 
 from __future__ import annotations
 
@@ -12,7 +12,17 @@ import numpy as np
 import torch
 
 from course_utils import gguf_io
-from course_utils.checks import CheckFailed, call, expect, expect_equal, passed, tiny_llama_sizes
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    expect_equal,
+    passed,
+    passed_experiment,
+    run_experiment,
+    tiny_llama_sizes,
+)
 
 
 def _tensor(value: object, what: str) -> torch.Tensor:
@@ -22,6 +32,7 @@ def _tensor(value: object, what: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ permute_qk
+@check(forbids=("course_utils.gguf_io.permute_qk",))
 def permute_qk(student: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """``permute_qk(weight, n_head)``: transformers' row order of a q/k projection -> llama.cpp's."""
     cases = [(4, 8, 3, "4 heads of 8 rows (a query projection)"), (2, 8, 5, "2 key/value heads (grouped-query)"),
@@ -48,6 +59,7 @@ def permute_qk(student: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ q8_0
+@check(forbids=("course_utils.gguf_io.quantize_q8_0",))
 def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
     """``q8_0_quantize(x)`` -> ``(scales, codes)``: per block of 32, an fp16 scale and 32 int8 codes."""
     g = torch.Generator().manual_seed(6)
@@ -90,6 +102,10 @@ def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Te
 
 
 # ------------------------------------------------------------------------------------------------ GGUF size
+@check(forbids=(
+    "course_utils.gguf_io.tensor_bytes", "course_utils.gguf_io.bits_per_weight",
+    "course_utils.export.gguf_size_estimate"
+))
 def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> None:
     """``gguf_tensor_bytes(shapes, file_type)``: bytes of tensors of these shapes in a GGUF of ``file_type``."""
     s = tiny_llama_sizes()
@@ -118,6 +134,7 @@ def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> N
 
 
 # ------------------------------------------------------------------------------------------------ adapter base
+@check(forbids=("course_utils.export.retarget_adapter",))
 def point_adapter_at(student: Callable[[Path, str, Path], object]) -> None:
     """``point_adapter_at(adapter_dir, base, out_dir)``: a copy of the adapter folder naming ``base``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,3 +163,34 @@ def point_adapter_at(student: Callable[[Path, str, Path], object]) -> None:
         for name in ("adapter_model.safetensors", "tokenizer.json"):
             expect((out / name).exists(), f"point_adapter_at: {name} is missing from the copy; copy every file.")
     passed("point_adapter_at: a copy that names the 16-bit base, the original left as trained.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment (easy): which GGUF type would you ship?
+
+SAME_QUALITY = 0.01  # perplexity within 1% of the f32 file's
+
+
+def gguf_by_the_rule(rows: list[dict[str, object]]) -> str:
+    """The smallest file whose perplexity is within 1% of the f32 file's."""
+    full = next(float(row["perplexity"]) for row in rows if row["file_type"] == "f32")
+    good = [row for row in rows if float(row["perplexity"]) <= (1 + SAME_QUALITY) * full]
+    return str(min(good, key=lambda row: row["bytes"])["file_type"])
+
+
+@check()
+def gguf_experiment(student: Callable[..., object], probe: object = None) -> None:
+    """``choose_gguf(export_as)``: write every type, then choose the smallest that scores like f32."""
+    from course_utils import experiments
+
+    probe = probe or experiments.gguf_type_probe()
+    got = run_experiment(student, probe, "choose_gguf")
+    measured = probe.values("file_type")
+    expect(set(measured) == set(gguf_io.FILE_TYPES),
+           f"choose_gguf measured {measured}: write all of {', '.join(gguf_io.FILE_TYPES)} before choosing.")
+    for row in probe.rows:
+        expect(row["bytes"] > 0 and row["perplexity"] >= 1, f"a measurement is out of range: {row}")
+    expected = gguf_by_the_rule(probe.rows)
+    expect(got == expected, f"choose_gguf returned {got!r}; by the rule (the smallest file whose perplexity is "
+                            f"within 1% of f32's) your table gives {expected!r}.")
+    passed_experiment(f"choose_gguf: {got}, the smallest file that scores like f32", probe)

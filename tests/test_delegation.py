@@ -1,0 +1,128 @@
+"""No answer by delegation: for every exercise with a reference, calling it fails the check and scores zero.
+
+Each exercise's check declares the workbook functions its answer must not call (``@check(forbids=...)`` in
+``course_utils/checks/nbNN.py``); ``exercise_answers.DELEGATING`` holds, for each such exercise, the answer that
+calls them. In a notebook (one namespace, as a kernel has) the visible check refuses it; ``python -m course_utils
+grade`` gives it zero points with the reason, and the solution still earns every point.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from exercise_answers import DELEGATING
+
+from course_utils import paths
+from course_utils.checks import DelegationError, traps
+from course_utils.exercises import load_exercises
+from course_utils.grading import DELEGATED, PASSED, grade_submissions
+from course_utils.manual_grading import manual_items
+from course_utils.release import (
+    make_student_notebook,
+    nbgrader_meta,
+    read_notebook,
+    solution_notebooks,
+    write_notebook,
+)
+
+NOTEBOOKS = solution_notebooks(paths.solutions_dir())
+
+
+def _forbidden(book, exercise) -> tuple[str, ...]:
+    namespace: dict = {"__name__": "__main__"}
+    exec(book.imports_source, namespace)  # noqa: S102 - the notebook's own imports cell
+    return traps.forbidden_by(exercise.check_source, namespace)
+
+
+def _exercises():
+    for path in NOTEBOOKS:
+        book = load_exercises(path)
+        for exercise in book.exercises:
+            yield pytest.param(book, exercise, id=exercise.grade_id)
+
+
+EXERCISES = list(_exercises())
+
+
+@pytest.mark.parametrize(("book", "exercise"), EXERCISES)
+def test_every_exercise_with_a_reference_has_a_delegating_answer(book, exercise):
+    forbidden = _forbidden(book, exercise)
+    if not forbidden:
+        assert exercise.grade_id not in DELEGATING, f"{exercise.grade_id}: its check forbids nothing"
+        return
+    answer = DELEGATING.get(exercise.grade_id)
+    assert answer is not None, f"add the answer that calls {forbidden[0]} to exercise_answers.DELEGATING"
+    short = {name.removeprefix("course_utils.") for name in forbidden} | {name.rsplit(".", 1)[1] for name in forbidden}
+    assert any(name in answer for name in short), f"the delegating answer calls none of {forbidden}"
+
+
+def test_the_exercises_without_a_reference_are_the_expected_ones():
+    without = [exercise.grade_id for book, exercise in (p.values for p in EXERCISES) if not _forbidden(book, exercise)]
+    # transformers computes the causal LM loss (the workbook has no copy of it); the experiments measure.
+    assert without == ["nb00-kv-experiment", "nb01-dtype-experiment", "nb02-causal-lm-loss",
+                       "nb02-position-experiment", "nb03-lr-experiment", "nb04-temperature-experiment",
+                       "nb05-rank-experiment", "nb06-gguf-experiment"]
+
+
+DELEGATED_EXERCISES = [p for p in EXERCISES if p.values[1].grade_id in DELEGATING]
+
+
+@pytest.mark.parametrize(("book", "exercise"), DELEGATED_EXERCISES)
+def test_a_delegating_answer_fails_the_visible_check_in_the_notebook(book, exercise):
+    kernel: dict = {"__name__": "__main__"}  # imports, then the answer, then the check: one namespace, like Jupyter
+    exec(book.imports_source, kernel)  # noqa: S102
+    exec(DELEGATING[exercise.grade_id], kernel)  # noqa: S102
+    with pytest.raises(DelegationError) as info:
+        exec(exercise.visible_check_source, kernel)  # noqa: S102
+    assert any(name in str(info.value) for name in _forbidden(book, exercise)), info.value
+    assert "write it yourself" in str(info.value)
+
+
+def _submission(solution, answers: dict[str, str]):
+    """The released notebook with the cells named in ``answers`` (by grade_id) replaced."""
+    nb = make_student_notebook(solution)
+    for cell in nb.cells:
+        grade_id = nbgrader_meta(cell).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    return nb
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name[:2] for path in NOTEBOOKS])
+def test_the_grader_gives_delegation_zero_and_the_solution_full_points(tmp_path, path):
+    solution = read_notebook(path)
+    book = load_exercises(path)
+    solutions = {exercise.grade_id: exercise.solution_source for exercise in book.exercises}
+    delegating = {grade_id: DELEGATING[grade_id] for grade_id in solutions if grade_id in DELEGATING}
+    write_notebook(_submission(solution, delegating), tmp_path / "in" / "delegates.ipynb")
+    write_notebook(_submission(solution, solutions), tmp_path / "in" / "solves.ipynb")
+    grades = grade_submissions(path, tmp_path / "in", tmp_path / "out", run=False, check_timeout=180, log=None)
+    by_student = {grade.student: grade for grade in grades}
+
+    solves = by_student["solves"]
+    assert solves.total == solves.max_points > 0, [(g.grade_id, g.reason, g.message) for g in solves.exercises]
+    for grade in by_student["delegates"].exercises:
+        if grade.grade_id in delegating:
+            assert (grade.points, grade.reason) == (0.0, DELEGATED), (grade.grade_id, grade.reason, grade.message)
+            assert "course_utils." in grade.message and "write it yourself" in grade.message
+        else:
+            assert grade.reason != PASSED  # the stub
+    with open(tmp_path / "out" / "gradebook.csv", encoding="utf-8") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["student"] == "delegates")
+    assert all(row[grade_id] == "0" for grade_id in delegating)
+    assert DELEGATED in row["notes"]
+    feedback = (tmp_path / "out" / "feedback" / "delegates.md").read_text(encoding="utf-8")
+    assert "own implementation of this exercise" in feedback
+    # The written answers are listed for marking, unanswered ones already at 0.
+    items = manual_items(solution)
+    if not items:
+        return  # notebooks 05 and 06 get theirs with issue 14 (see test_manual_grading)
+    with open(tmp_path / "out" / "manual" / "marks.csv", encoding="utf-8") as handle:
+        marks = list(csv.DictReader(handle))
+    assert {(row["student"], row["grade_id"]) for row in marks} == {
+        (student, item.grade_id) for student in ("delegates", "solves") for item in items}
+    assert all(row["points"] == "0" and row["comment"] == "not answered" for row in marks)
+    sheet = (tmp_path / "out" / "manual" / "solves.md").read_text(encoding="utf-8")
+    assert all(f"`{item.grade_id}`" in sheet for item in items) and "**Rubric" in sheet
