@@ -136,34 +136,61 @@ def ladder(mode: str, device: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- fine-tuning
 def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """One fine-tuning run (in its own process): train LoRA adapters, then score the held-out split."""
+    """One fine-tuning run (in its own process): notebook 06's loading and TRL training, then the held-out loss.
+
+    The model is loaded and adapted by ``finetune_launch.load_for_training`` (Unsloth's two calls on its path,
+    transformers + PEFT on the other), as ``scripts/finetune.py`` does; TRL's ``SFTTrainer`` trains it and scores the
+    validation split.
+    """
     if spec["backend"] == "unsloth":
         try:
-            import unsloth  # noqa: F401 - imported first, before transformers, as Unsloth requires
-        except Exception as exc:  # noqa: BLE001 - why it cannot be imported is the result
+            import unsloth  # noqa: F401 - first, before transformers, as Unsloth requires; its error is the result
+        except Exception as exc:  # noqa: BLE001 - why it cannot be imported is what gets recorded
             return {"status": f"not run: importing unsloth failed: {type(exc).__name__}: {exc}"}
-        from course_utils import unsloth_backend
+    import tempfile
 
-        unsloth_backend.activate()
-    from course_utils import env, finetune, sources
+    import torch
 
-    env.set_seed(spec["seed"])
-    model, tokenizer = finetune.load_model(spec["model"], load_in_4bit=spec["load_in_4bit"], device=spec["device"],
-                                           backend=spec["backend"])
-    model = finetune.add_adapters(model, finetune.LoraSettings(seed=spec["seed"]))
+    from course_utils import env, finetune_launch, sft_data, sources, trainer_callbacks
+
+    steps, batch, seed = spec["steps"], spec["batch"], spec["seed"]
+    args = finetune_launch.parse_args(["--profile", "colab", "--model", spec["model"], "--backend", spec["backend"],
+                                       "--load-in-4bit" if spec["load_in_4bit"] else "--no-load-in-4bit",
+                                       "--seed", str(seed), "--device", spec["device"], "--chat"])
+    use_unsloth, why = finetune_launch.choose_backend(args.backend, args.device)
+    from trl import SFTConfig, SFTTrainer
+
+    device = torch.device("cuda", 0) if spec["device"] == "cuda" else torch.device("cpu")
+    env.set_seed(seed)
+    model, tokenizer = finetune_launch.load_for_training(args, sources.resolve_model(spec["model"]).location, device,
+                                                         spec["load_in_4bit"], use_unsloth)
     data = sources.load_text_dataset("zorbish")
-    train_data = finetune.format_dataset(data["train"], tokenizer, chat=True)
-    held_out = finetune.format_dataset(data["validation"], tokenizer, chat=True)
-    steps = spec["steps"]
-    settings = finetune.SFTSettings(max_steps=steps, batch_size=spec["batch"], learning_rate=5e-4,
-                                    warmup_steps=min(10, steps // 2), logging_steps=max(1, steps // 10),
-                                    seed=spec["seed"])
-    result = finetune.train(model, tokenizer, train_data, settings, eval_data=held_out, progress=False)
-    peak = result.peak
-    base = "4-bit NF4" if finetune.is_quantized(model) else str(finetune.base_dtype(model)).replace("torch.", "")
-    return {"status": f"measured on {spec['device']}, base in {base}", "backend": model.course_backend,
-            "seconds per step": result.seconds_per_step, "peak MiB": peak.peak_bytes / 2**20 if peak else None,
-            "peak measured as": peak.method if peak else None, "held-out loss": result.eval_loss,
+    precision = env.pick_precision(device)
+    with tempfile.TemporaryDirectory() as scratch:
+        config = SFTConfig(output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch,
+                           per_device_eval_batch_size=batch, learning_rate=5e-4, warmup_steps=min(10, steps // 2),
+                           logging_steps=max(1, steps // 10), seed=seed, completion_only_loss=True, max_length=256,
+                           bf16=precision.autocast_dtype == torch.bfloat16,
+                           fp16=precision.autocast_dtype == torch.float16, use_cpu=device.type == "cpu",
+                           report_to="none", save_strategy="no", disable_tqdm=True)
+        meter = trainer_callbacks.TrainingMeter()
+        trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer, callbacks=[meter],
+                             train_dataset=sft_data.sft_rows(data["train"], chat=True),
+                             eval_dataset=sft_data.sft_rows(data["validation"], chat=True))
+        if use_unsloth:
+            from unsloth.chat_templates import train_on_responses_only
+
+            from course_utils.unsloth_backend import chat_markers
+
+            instruction_part, response_part = chat_markers(tokenizer)
+            trainer = train_on_responses_only(trainer, instruction_part=instruction_part, response_part=response_part)
+        trainer.train()
+        held_out = trainer.evaluate()["eval_loss"]
+    base = "4-bit NF4" if spec["load_in_4bit"] else str(precision.inference_dtype).replace("torch.", "")
+    peak = meter.peak
+    return {"status": f"measured on {spec['device']}, base in {base}", "backend": why,
+            "seconds per step": meter.seconds_per_step, "peak MiB": peak.peak_bytes / 2**20 if peak else None,
+            "peak measured as": peak.method if peak else None, "held-out loss": held_out,
             "trainable parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
