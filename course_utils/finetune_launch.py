@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = SFTConfig(
         output_dir=str(output_dir / "trainer"), max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=learning_rate, warmup_steps=min(10, steps // 2), logging_steps=max(1, steps // 10),
-        seed=args.seed, completion_only_loss=True, max_length=256, activation_checkpointing=False,
+        seed=args.seed, completion_only_loss=True, max_length=256, **sft_data.checkpointing_option(False),
         bf16=precision.autocast_dtype == torch.bfloat16, fp16=precision.autocast_dtype == torch.float16,
         use_cpu=device.type == "cpu", report_to="none", save_strategy="no", disable_tqdm=rank != 0,
         ddp_find_unused_parameters=False)

@@ -107,6 +107,8 @@ if "google.colab" in sys.modules:
         constraints.write("\\n".join(pins) + "\\n")
     install = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab_torch.txt",
                "-e", WORKBOOK_DIR + WORKBOOK_EXTRAS]
+    if "gpu" in WORKBOOK_EXTRAS:  # Unsloth with the versions tested beside it, not whatever pip would resolve
+        install[4:4] = ["-c", WORKBOOK_DIR + "/constraints/colab-gpu.txt"]
     subprocess.run(install, check=True)
     if WORKBOOK_DIR not in sys.path:
         sys.path.insert(0, WORKBOOK_DIR)

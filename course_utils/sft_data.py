@@ -129,3 +129,18 @@ def compare_batches(mine: dict[str, torch.Tensor], library: dict[str, torch.Tens
         rows.append({"tensor": key, "hand-built": tuple(a.shape) if a is not None else "missing",
                      "library": tuple(b.shape) if b is not None else "missing", "equal": "yes" if same else "NO"})
     return rows
+
+
+def checkpointing_option(enabled: bool) -> dict[str, bool]:
+    """``SFTConfig``'s activation-checkpointing switch under the installed transformers' name for it.
+
+    transformers releases after 5.17 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` (the old
+    name warns); Unsloth caps transformers at 5.17, which knows only the old one. TRL turns the switch on by
+    default, so it is always passed.
+    """
+    import dataclasses
+
+    from trl import SFTConfig
+
+    names = {field.name for field in dataclasses.fields(SFTConfig)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}

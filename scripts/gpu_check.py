@@ -147,7 +147,6 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
             import unsloth  # noqa: F401 - first, before transformers, as Unsloth requires; its error is the result
         except Exception as exc:  # noqa: BLE001 - why it cannot be imported is what gets recorded
             return {"status": f"not run: importing unsloth failed: {type(exc).__name__}: {exc}"}
-    import dataclasses
     import tempfile
 
     import torch
@@ -167,10 +166,7 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
                                                          spec["load_in_4bit"], use_unsloth)
     data = sources.load_text_dataset("zorbish")
     precision = env.pick_precision(device)
-    # Checkpointing off, as load_for_training set it (TRL's default turns it on). transformers 5.17, Unsloth's cap,
-    # calls the switch gradient_checkpointing; later versions call it activation_checkpointing.
-    fields = {field.name for field in dataclasses.fields(SFTConfig)}
-    no_checkpointing = {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": False}
+    no_checkpointing = sft_data.checkpointing_option(False)  # as load_for_training set it; TRL's default is on
     with tempfile.TemporaryDirectory() as scratch:
         config = SFTConfig(output_dir=scratch, **no_checkpointing, max_steps=steps, per_device_train_batch_size=batch,
                            per_device_eval_batch_size=batch, learning_rate=5e-4, warmup_steps=min(10, steps // 2),

@@ -269,6 +269,11 @@ def test_setup_cell_clones_and_installs_on_colab(monkeypatch):
 def test_setup_cell_installs_extras(monkeypatch):
     calls = _run_setup(setup_cell_source(("gpu",)), monkeypatch, on_colab=True)
     assert calls[1][-1] == "/content/llm-workbook[gpu]"
+    # the GPU path's tested versions (constraints/colab-gpu.txt), beside the pin of Colab's torch
+    assert calls[1][calls[1].index("-c") + 1] == "/content/llm-workbook/constraints/colab-gpu.txt"
+    assert (paths.REPO_ROOT / "constraints" / "colab-gpu.txt").exists()
+    assert "/tmp/keep_colab_torch.txt" in calls[1]
+    assert "colab-gpu.txt" not in " ".join(_run_setup(setup_cell_source(), monkeypatch, on_colab=True)[1])
 
 
 def test_setup_cell_does_nothing_outside_colab(monkeypatch):
@@ -535,7 +540,8 @@ def test_every_notebook_opens_on_a_colab_gpu_and_keeps_colabs_torch(folder, monk
         setup = nb.cells[1].source
         calls = _run_setup(setup, monkeypatch, on_colab=True)
         install = next(call for call in calls if call[:4] == [sys.executable, "-m", "pip", "install"])
-        assert install[install.index("-c") + 1] == "/tmp/keep_colab_torch.txt", name
+        constraints = [install[i + 1] for i, arg in enumerate(install) if arg == "-c"]
+        assert "/tmp/keep_colab_torch.txt" in constraints, name
         pins = Path("/tmp/keep_colab_torch.txt").read_text().split()
         assert any(pin.startswith("torch==") for pin in pins), (name, pins)
 

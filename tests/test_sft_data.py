@@ -74,7 +74,7 @@ def test_trl_builds_the_same_examples_and_batch(tokenizer, rows, chat, tmp_path)
     model = AutoModelForCausalLM.from_pretrained(sources.resolve_model("tiny-llama").location)
     model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     config = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, use_cpu=True, bf16=False, report_to="none",
-                       activation_checkpointing=False)
+                       **sft_data.checkpointing_option(False))
     trainer = SFTTrainer(model=model, args=config, train_dataset=sft_data.sft_rows(data, chat=chat),
                          processing_class=tokenizer)
     mine = [sft_data.tokenize_example(tokenizer, r["prompt"], r["completion"], chat=chat) for r in data]

@@ -34,7 +34,7 @@ def make_trainer(tokenizer, rows, output_dir, callbacks=(), **overrides):
     model = AutoModelForCausalLM.from_pretrained(sources.resolve_model("tiny-llama").location, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, task_type="CAUSAL_LM"))
     settings = dict(output_dir=str(output_dir), per_device_train_batch_size=8, learning_rate=5e-3, logging_steps=1,
-                    bf16=False, activation_checkpointing=False, use_cpu=True, report_to="none", seed=0,
+                    bf16=False, **sft_data.checkpointing_option(False), use_cpu=True, report_to="none", seed=0,
                     completion_only_loss=True, disable_tqdm=True, save_strategy="no")
     trainer = SFTTrainer(model=model, args=SFTConfig(**{**settings, **overrides}), train_dataset=rows,
                          processing_class=tokenizer, callbacks=list(callbacks))
