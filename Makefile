@@ -44,9 +44,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) $(NEW_ENOUGH) || { $(call OLD_PYTHON,$(PY), after removing the old $(VENV) (rm -rf $(VENV))); }
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned, as a CPU build where PyTorch's CPU index answers (see course_utils/install_torch.py):
+	# torch first and pinned, as a CPU build where PyTorch's CPU index answers (see course_utils/course/install_torch.py):
 	# from PyPI, Linux torch is a CUDA build of several GB.
-	$(PY) -m course_utils.install_torch --constraints $(CONSTRAINTS)
+	$(PY) -m course_utils.course.install_torch --constraints $(CONSTRAINTS)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 

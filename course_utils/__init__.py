@@ -1,6 +1,6 @@
 """course_utils: the tested helper package behind the llm-workbook notebooks.
 
-Import submodules explicitly (``from course_utils import env``); this file stays light so that
+Import modules explicitly from their groups (``from course_utils.course import env``); this file stays light so that
 ``import course_utils`` never pulls in torch.
 """
 
@@ -24,6 +24,6 @@ class _NoKernelsHubWarning(logging.Filter):
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoKernelsHubWarning())
 
 # transformers' load report, as a notebook page shows it: without colour codes, paths relative to the workbook.
-from course_utils import stored_outputs as _stored_outputs  # noqa: E402 - after the filter above, stdlib only
+from course_utils.reporting import stored_outputs as _stored_outputs  # noqa: E402 - after the filter above, stdlib only
 
 _stored_outputs.install_log_filter()

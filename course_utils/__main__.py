@@ -176,8 +176,8 @@ class _UsageError(Exception):
 
 
 def _release(args: argparse.Namespace) -> int:
-    from course_utils import paths
-    from course_utils.release import MarkerError, ReleaseError, release
+    from course_utils.course import paths
+    from course_utils.course.release import MarkerError, ReleaseError, release
 
     try:
         files = release(check=args.check)
@@ -205,7 +205,7 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _selected_notebooks(given: list[Path], only: list[str] | None) -> list[Path]:
-    from course_utils.release import solution_notebooks
+    from course_utils.course.release import solution_notebooks
 
     notebooks = list(given) or solution_notebooks()
     if only:
@@ -218,7 +218,7 @@ def _selected_notebooks(given: list[Path], only: list[str] | None) -> list[Path]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from course_utils.runner import run_notebooks
+    from course_utils.course.runner import run_notebooks
 
     notebooks = _selected_notebooks(args.notebooks, args.only)
     missing = [str(nb) for nb in notebooks if not nb.exists()]
@@ -248,8 +248,8 @@ def _parameters(pairs: list[str]) -> dict[str, Any]:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from course_utils import paths
-    from course_utils.grading import GradingError, grade_submissions, resolve_assignment
+    from course_utils.course import paths
+    from course_utils.course.grading import GradingError, grade_submissions, resolve_assignment
 
     try:
         assignment = resolve_assignment(args.assignment)
@@ -285,7 +285,7 @@ def merge_manual_parser() -> argparse.ArgumentParser:
 
 
 def _merge_manual(argv: list[str]) -> int:
-    from course_utils.manual_grading import MarkingError, merge_marks
+    from course_utils.course.manual_grading import MarkingError, merge_marks
 
     args = merge_manual_parser().parse_args(argv)
     try:
@@ -299,14 +299,14 @@ def _merge_manual(argv: list[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from course_utils.env import environment_report
+    from course_utils.course.env import environment_report
 
     report = environment_report(print_report=True)
     return 0 if all(requirement.ok for requirement in report) else 1
 
 
 def _hub_standins(args: argparse.Namespace) -> int:
-    from course_utils.hub_standins import build_standins
+    from course_utils.course.hub_standins import build_standins
 
     try:
         build_standins(args.dir, models=args.model, datasets=args.dataset)
@@ -317,7 +317,7 @@ def _hub_standins(args: argparse.Namespace) -> int:
 
 
 def _rehearse(args: argparse.Namespace) -> int:
-    from course_utils.colab_rehearsal import rehearse
+    from course_utils.course.colab_rehearsal import rehearse
 
     results = rehearse(_selected_notebooks([], args.only), hf_home=args.hf_home, cell_timeout=args.cell_timeout)
     return 0 if all(result.ok for result in results) else 1
@@ -331,7 +331,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _environment_yml(args: argparse.Namespace) -> int:
-    from course_utils import paths, project
+    from course_utils.course import paths, project
 
     path = paths.REPO_ROOT / "environment.yml"
     wanted = project.environment_yml()

@@ -4,7 +4,7 @@
     python scripts/bench_gpt_vs_hf.py --n-embd 768 --n-layer 12 --n-head 12 --vocab 50257 --seq-len 1024 \\
         --batch 8 --device cuda --bf16                       # GPT-2 124M on a GPU
 
-Both models get the same weights (course_utils.gpt.to_hf_gpt2), the same batch, the same AdamW and the same
+Both models get the same weights (course_utils.models.gpt.to_hf_gpt2), the same batch, the same AdamW and the same
 loss (next-token cross-entropy on the logits), and both use scaled_dot_product_attention. Training steps are
 timed in alternating rounds (ours, theirs, ours, ...) so that a machine shared with other work slows both
 alike; the result is the median step time of each. A benchmark, not a test: the goal is a ratio >= 0.90.
@@ -27,9 +27,9 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from course_utils.gpt import GPT, GPTConfig, to_hf_gpt2  # noqa: E402
-from course_utils.speed import environment_line  # noqa: E402
-from course_utils.train import logits_of  # noqa: E402
+from course_utils.models.gpt import GPT, GPTConfig, to_hf_gpt2  # noqa: E402
+from course_utils.training.speed import environment_line  # noqa: E402
+from course_utils.training.train import logits_of  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,7 +5,7 @@
     accelerate launch --config_file cluster/accelerate_ddp.yaml scripts/finetune.py --profile cluster
     sbatch cluster/finetune.slurm
 
-The work is done by course_utils.finetune_launch.main (the same PEFT + TRL calls as Notebook 06, or Unsloth's on a
+The work is done by course_utils.finetuning.finetune_launch.main (the same PEFT + TRL calls as Notebook 06, or Unsloth's on a
 CUDA GPU); rank 0 writes the adapter and report.json into --output-dir.
 """
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from course_utils.finetune_launch import main  # noqa: E402
+from course_utils.finetuning.finetune_launch import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

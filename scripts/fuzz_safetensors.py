@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from course_utils import safetensors_fuzz  # noqa: E402 - after the path is set
+from course_utils.storage import safetensors_fuzz  # noqa: E402 - after the path is set
 
 
 def main(argv: list[str] | None = None) -> int:

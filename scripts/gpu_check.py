@@ -5,7 +5,7 @@
     python scripts/gpu_check.py --smoke               # every measurement at its smallest size on the CPU (CI)
     python scripts/gpu_check.py --render-readme       # put build/gpu/results.json's figures into README.md
 
-It measures, with no network (models and data are the hub stand-ins of course_utils.hub_standins, at full depth):
+It measures, with no network (models and data are the hub stand-ins of course_utils.course.hub_standins, at full depth):
 
 1. the speed ladder of notebook 03 at GPT-2 124M size (fp32, TF32, fused AdamW, 16-bit autocast, SDPA,
    torch.compile, ...), tokens/s and peak memory per row, beside the lecture's A100 table;
@@ -114,7 +114,8 @@ def ladder(mode: str, device: str) -> dict[str, Any]:
     """Notebook 03's speed ladder at GPT-2 124M size on the GPU (a 2-layer toy on the CPU in smoke mode)."""
     import torch
 
-    from course_utils import gpt, speed
+    from course_utils.models import gpt
+    from course_utils.training import speed
 
     size = dict(SIZES[mode])
     if mode == "gpu":
@@ -151,7 +152,8 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from course_utils import env, finetune_launch, sft_data, sources, trainer_callbacks
+    from course_utils.course import env, sources
+    from course_utils.finetuning import finetune_launch, sft_data, trainer_callbacks
 
     steps, batch, seed = spec["steps"], spec["batch"], spec["seed"]
     args = finetune_launch.parse_args(["--profile", "colab", "--model", spec["model"], "--backend", spec["backend"],
@@ -181,7 +183,7 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
         if use_unsloth:
             from unsloth.chat_templates import train_on_responses_only
 
-            from course_utils.unsloth_backend import chat_markers
+            from course_utils.finetuning.unsloth_backend import chat_markers
 
             instruction_part, response_part = chat_markers(tokenizer)
             trainer = train_on_responses_only(trainer, instruction_part=instruction_part, response_part=response_part)
@@ -211,7 +213,7 @@ def run_worker(spec: dict[str, Any], hf_home: Path) -> dict[str, Any]:
 
 def finetune_comparisons(mode: str, device: str, hf_home: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """LoRA against QLoRA, and Unsloth against PEFT (QLoRA both), on the same model, data, steps and seed."""
-    from course_utils import unsloth_backend
+    from course_utils.finetuning import unsloth_backend
 
     size, model = SIZES[mode], FINETUNE_MODEL[mode]
     common = {"model": model, "steps": size["ft_steps"], "batch": size["ft_batch"], "seed": 0, "device": device}
@@ -243,8 +245,8 @@ def finetune_comparisons(mode: str, device: str, hf_home: Path) -> tuple[dict[st
 # ------------------------------------------------------------------------------------------------ notebooks
 def notebooks(device: str, hf_home: Path) -> list[dict[str, Any]]:
     """Notebooks 05 and 06 on PROFILE="colab" on the GPU, offline, on the stand-ins."""
-    from course_utils.release import solution_notebooks
-    from course_utils.runner import environ, run_notebook
+    from course_utils.course.release import solution_notebooks
+    from course_utils.course.runner import environ, run_notebook
 
     chosen = [nb for nb in solution_notebooks() if nb.name[:2] in NOTEBOOK_PARAMETERS]
     if device != "cuda":
@@ -275,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         args.worker_out.write_text(json.dumps(finetune_worker(json.loads(args.worker)), indent=2))
         return 0
-    from course_utils import gpu_results
+    from course_utils.reporting import gpu_results
 
     if args.render_readme:
         changed = gpu_results.update_readme(results=gpu_results.load())
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print("No CUDA GPU here: run with --smoke to check the script on the CPU.", file=sys.stderr)
         return 2
     device = "cuda" if mode == "gpu" else "cpu"
-    from course_utils.hub_standins import build_standins
+    from course_utils.course.hub_standins import build_standins
 
     hf_home = OUT / "hf_home"
     print(f"[gpu-check] {mode}: building the stand-ins ({'all layers' if mode == 'gpu' else 'cut'}) ...", flush=True)

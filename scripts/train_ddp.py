@@ -5,7 +5,7 @@
     accelerate launch --num_processes 2 scripts/train_ddp.py --steps 20      # the same, through accelerate
     sbatch cluster/pretrain.slurm                                            # several GPU nodes with Slurm
 
-Everything happens in course_utils.ddp.main; `--help` lists the options.
+Everything happens in course_utils.training.ddp.main; `--help` lists the options.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from course_utils.ddp import main  # noqa: E402
+from course_utils.training.ddp import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,7 @@ def bnb_cpu_kernel(request):
     """
     import bitsandbytes.nn.modules as bnb_modules
 
-    from course_utils import quant
+    from course_utils.finetuning import quant
 
     packed = request.param == "packed"
     available, reason = quant.bnb_packed_cpu_kernel()
@@ -36,7 +36,7 @@ def load_script():
     """Import a file of scripts/ as a module by its name: ``load_script("gpu_check")``."""
     import importlib.util
 
-    from course_utils import paths
+    from course_utils.course import paths
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, paths.REPO_ROOT / "scripts" / f"{name}.py")

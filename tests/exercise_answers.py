@@ -39,7 +39,7 @@ def exponent_entropy(tensor):
 def rms_norm(x, weight, eps=1e-6):
     return arch.rms_norm(x, weight, eps)""",
     "nb02-swiglu": """\
-from course_utils.arch import swiglu""",
+from course_utils.models.arch import swiglu""",
     "nb02-rope": """\
 def rope(x, positions, theta=10_000.0):
     return arch.rope(x, positions, theta)""",
@@ -72,7 +72,7 @@ def chinchilla_optimal(compute):
 def kd_loss(student_logits, teacher_logits, labels, alpha, temperature):
     return distill.distillation_loss(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature)""",
     "nb04-kl-divergence": """\
-from course_utils.distill import kl_divergence as reference
+from course_utils.training.distill import kl_divergence as reference
 
 
 def kl_divergence(p_logits, q_logits):

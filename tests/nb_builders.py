@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils.release import COLAB_GPU_METADATA, badge_url, setup_cell_source, write_notebook
+from course_utils.course.release import COLAB_GPU_METADATA, badge_url, setup_cell_source, write_notebook
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLE_SOLUTION = FIXTURES / "solutions" / "01_example.ipynb"
@@ -119,7 +119,7 @@ def example_solution() -> NotebookNode:
                 "01_example.ipynb",
                 "Counting words",
                 parameters='TEXT = "the quick brown fox jumps"',
-                imports="from course_utils import checks\nfrom course_utils.figures import record",
+                imports="from course_utils import checks\nfrom course_utils.reporting.key_figures import record",
             ),
             markdown("## Exercise: count words\n\nWrite `word_count(text)`; the next cell checks it."),
             code(WORD_COUNT_SOLUTION, nbgrader=solution_meta("nb01-word-count")),

@@ -30,7 +30,7 @@ NF4_TOLERANCE = {"fp32 only": 1e-4, "bf16 involved": 2e-2}
 
 
 def _nf4_tolerance(*runs: dict) -> float:
-    from course_utils import quant
+    from course_utils.finetuning import quant
 
     generic = all(run["bnb_kernel"] == quant.GENERIC_CPU_KERNEL for run in runs)
     return NF4_TOLERANCE["fp32 only" if generic else "bf16 involved"]
@@ -76,7 +76,7 @@ def test_one_thread_gives_the_figures_of_two():
 
 @pytest.mark.slow
 def test_the_generic_4bit_kernel_gives_the_packed_kernels_figures():
-    from course_utils import quant
+    from course_utils.finetuning import quant
 
     available, reason = quant.bnb_packed_cpu_kernel()
     if not available:

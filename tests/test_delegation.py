@@ -13,12 +13,12 @@ import csv
 import pytest
 from exercise_answers import DELEGATING
 
-from course_utils import paths
 from course_utils.checks import DelegationError, traps
-from course_utils.exercises import load_exercises
-from course_utils.grading import DELEGATED, PASSED, grade_submissions
-from course_utils.manual_grading import manual_items
-from course_utils.release import (
+from course_utils.course import paths
+from course_utils.course.exercises import load_exercises
+from course_utils.course.grading import DELEGATED, PASSED, grade_submissions
+from course_utils.course.manual_grading import manual_items
+from course_utils.course.release import (
     make_student_notebook,
     nbgrader_meta,
     read_notebook,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import gpu_results
+from course_utils.reporting import gpu_results
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_the_readme_table_is_rendered_from_the_results_file_never_typed():
 
 
 def test_the_smoke_ladder_has_every_row_and_the_lectures_table(gpu_check):
-    from course_utils import speed
+    from course_utils.training import speed
 
     ladder = gpu_check.ladder("smoke", "cpu")
     assert [row["name"] for row in ladder["rows"]] == [name for name, _, _ in speed.RUNGS]

@@ -88,7 +88,7 @@ def expect_tensor_close(actual: Any, expected: Any, what: str, *, atol: float = 
 
 
 def run_experiment(student: Callable[..., Any], probe: Any, what: str) -> Any:
-    """Run the student's experiment with ``probe`` (a :class:`course_utils.experiments.Probe`); its answer."""
+    """Run the student's experiment with ``probe`` (a :class:`course_utils.course.experiments.Probe`); its answer."""
     __tracebackhide__ = True
     result = call(student, probe, what=what)
     expect(bool(probe.rows), f"{what} returned {result!r} without calling {probe.name}: the answer must come from "
@@ -115,7 +115,7 @@ def tiny_llama_sizes() -> dict[str, int]:
     """
     import json
 
-    from course_utils import paths
+    from course_utils.course import paths
 
     config = json.loads((paths.data_dir() / "models" / "tiny-llama" / "config.json").read_text())
     hidden, heads = config["hidden_size"], config["num_attention_heads"]

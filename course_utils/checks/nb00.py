@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from course_utils import experiments, memory
 from course_utils.checks import (
     CheckFailed,
     call,
@@ -17,6 +16,8 @@ from course_utils.checks import (
     passed_experiment,
     run_experiment,
 )
+from course_utils.course import experiments
+from course_utils.models import memory
 
 GIB = memory.GIB
 
@@ -35,8 +36,8 @@ def _near(a: float, b: float) -> bool:
 
 
 @check(forbids=(
-    "course_utils.memory.weights_gib", "course_utils.memory.weights_bytes",
-    "course_utils.memory.bytes_per_param"
+    "course_utils.models.memory.weights_gib", "course_utils.models.memory.weights_bytes",
+    "course_utils.models.memory.bytes_per_param"
 ))
 def weights_gib(student: Callable[[float, float], float]) -> None:
     """``weights_gib(n_params, bits)``: memory of the weights in GiB."""
@@ -59,7 +60,7 @@ def weights_gib(student: Callable[[float, float], float]) -> None:
     passed("weights_gib: bytes = parameters x bits / 8, and a GiB is 2**30 bytes.")
 
 
-@check(forbids=("course_utils.memory.kv_cache_bytes",))
+@check(forbids=("course_utils.models.memory.kv_cache_bytes",))
 def kv_cache_bytes(student: Callable[..., float]) -> None:
     """``kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch, bytes_per_value)``: KV cache size."""
     # Ordered so that each usual mistake shows first where it cannot be mistaken for another one.
@@ -95,7 +96,7 @@ def kv_cache_bytes(student: Callable[..., float]) -> None:
     passed("kv_cache_bytes: Llama-2-7B at 4096 tokens in fp16 needs exactly 2 GiB of KV cache.")
 
 
-@check(forbids=("course_utils.memory.nf4_bits_per_param",))
+@check(forbids=("course_utils.models.memory.nf4_bits_per_param",))
 def nf4_bits_per_param(student: Callable[..., float]) -> None:
     """``nf4_bits_per_param(block_size, double_quant, dq_block_size)``: bits per weight of NF4 storage."""
     cases = [(64, False, 256), (64, True, 256), (128, False, 256), (32, True, 128)]

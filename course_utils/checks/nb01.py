@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from course_utils import compression, safetensors_io
 from course_utils.checks import (
     CheckFailed,
     DelegationError,
@@ -27,6 +26,7 @@ from course_utils.checks import (
     passed_experiment,
     run_experiment,
 )
+from course_utils.storage import compression, safetensors_io
 
 # ---------------------------------------------------------------------------------------------------------------
 # Test files, built fresh by every check
@@ -148,8 +148,8 @@ def _count_reads_of(path: Path) -> Iterator[dict[str, int]]:
 
 
 @check(forbids=(
-    "course_utils.safetensors_io.read_header", "course_utils.safetensors_io.parse_header_bytes",
-    "course_utils.safetensors_io.parse_bytes"
+    "course_utils.storage.safetensors_io.read_header", "course_utils.storage.safetensors_io.parse_header_bytes",
+    "course_utils.storage.safetensors_io.parse_bytes"
 ))
 def parse_header(student: Callable[[Any], Any]) -> None:
     """``parse_safetensors_header(path)`` returns ``(header_size, metadata, tensors)``."""
@@ -214,7 +214,7 @@ def _entropy_cases() -> list[tuple[str, Any]]:
     ]
 
 
-@check(forbids=("course_utils.compression.bf16_exponents", "course_utils.compression.entropy_bits"))
+@check(forbids=("course_utils.storage.compression.bf16_exponents", "course_utils.storage.compression.entropy_bits"))
 def exponent_entropy(student: Callable[[Any], Any]) -> None:
     """``exponent_entropy(tensor)``: bits per value of the 8-bit exponent field of a bf16 tensor."""
     for label, tensor in _entropy_cases():
@@ -247,8 +247,8 @@ def exponent_entropy(student: Callable[[Any], Any]) -> None:
 
 
 @check(forbids=(
-    "course_utils.safetensors_io.read_tensor", "course_utils.safetensors_io.tensor_from_bytes",
-    "course_utils.safetensors_io.read_rows", "course_utils.safetensors_io.read_all"
+    "course_utils.storage.safetensors_io.read_tensor", "course_utils.storage.safetensors_io.tensor_from_bytes",
+    "course_utils.storage.safetensors_io.read_rows", "course_utils.storage.safetensors_io.read_all"
 ))
 def read_tensor_by_offsets(student: Callable[..., Any]) -> None:
     """``read_tensor_by_offsets(path, header_size, entry)``: the tensor, read from 8 + N + start."""
@@ -310,7 +310,7 @@ def dtype_by_the_rule(rows: list[dict[str, Any]]) -> str:
 @check()
 def save_dtype_experiment(student: Callable[..., Any], probe: Any = None) -> None:
     """``choose_dtype(save_as)``: save in every dtype, then choose by the rule the exercise states."""
-    from course_utils import experiments
+    from course_utils.course import experiments
 
     probe = probe or experiments.save_dtype_probe()
     got = run_experiment(student, probe, "choose_dtype")

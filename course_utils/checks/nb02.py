@@ -2,7 +2,7 @@
 that finds where the loss rises past the training window.
 
 Each check builds the matching ``transformers`` module (random weights, fixed seed), feeds the same inputs to it
-and to the student's function, and compares in float32 within :data:`course_utils.arch.TOLERANCE`. Before the
+and to the student's function, and compares in float32 within :data:`course_utils.models.arch.TOLERANCE`. Before the
 final comparison it tries the usual mistakes, so the message can name the one it recognises.
 """
 
@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from course_utils import arch
 from course_utils.checks import (
     CheckFailed,
     call,
@@ -25,6 +24,7 @@ from course_utils.checks import (
     passed_experiment,
     run_experiment,
 )
+from course_utils.models import arch
 
 ATOL, RTOL = arch.TOLERANCE["atol"], arch.TOLERANCE["rtol"]
 
@@ -93,7 +93,7 @@ def causal_lm_loss(student: Callable[[torch.Tensor, torch.Tensor], Any]) -> None
 # RMSNorm
 
 
-@check(forbids=("course_utils.arch.rms_norm", "course_utils.arch.RMSNorm"))
+@check(forbids=("course_utils.models.arch.rms_norm", "course_utils.models.arch.RMSNorm"))
 def rms_norm(student: Callable[..., Any]) -> None:
     """``rms_norm(x, weight, eps)`` equals ``LlamaRMSNorm`` with the same weight and eps."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
@@ -141,7 +141,7 @@ def rms_norm(student: Callable[..., Any]) -> None:
 # SwiGLU
 
 
-@check(forbids=("course_utils.arch.swiglu", "course_utils.arch.SwiGLUFeedForward"))
+@check(forbids=("course_utils.models.arch.swiglu", "course_utils.models.arch.SwiGLUFeedForward"))
 def swiglu(student: Callable[..., Any]) -> None:
     """``swiglu(x, gate_weight, up_weight, down_weight)`` equals ``LlamaMLP`` with the same weights."""
     from transformers.models.llama.modeling_llama import LlamaMLP
@@ -193,9 +193,9 @@ def _hf_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Te
 
 
 @check(forbids=(
-    "course_utils.arch.rope", "course_utils.arch.apply_rope", "course_utils.arch.rope_cos_sin",
-    "course_utils.arch.rotate_half", "course_utils.arch.rope_inverse_frequencies",
-    "course_utils.arch.rope_frequencies"
+    "course_utils.models.arch.rope", "course_utils.models.arch.apply_rope", "course_utils.models.arch.rope_cos_sin",
+    "course_utils.models.arch.rotate_half", "course_utils.models.arch.rope_inverse_frequencies",
+    "course_utils.models.arch.rope_frequencies"
 ))
 def rope(student: Callable[..., Any]) -> None:
     """``rope(x, positions, theta)`` equals transformers' ``LlamaRotaryEmbedding`` + ``apply_rotary_pos_emb``."""
@@ -237,7 +237,7 @@ def rope(student: Callable[..., Any]) -> None:
     passed("rope matches transformers: pairs (i, i + d/2) turned by position x inv_freq.")
 
 
-@check(forbids=("course_utils.arch.llama3_scale_frequencies", "course_utils.arch.rope_frequencies"))
+@check(forbids=("course_utils.models.arch.llama3_scale_frequencies", "course_utils.models.arch.rope_frequencies"))
 def llama3_inverse_frequencies(student: Callable[..., Any]) -> None:
     """``llama3_inverse_frequencies(...)`` equals ``ROPE_INIT_FUNCTIONS["llama3"]`` on several configs."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -289,8 +289,8 @@ def llama3_inverse_frequencies(student: Callable[..., Any]) -> None:
 
 
 @check(forbids=(
-    "course_utils.arch.grouped_query_attention", "course_utils.arch.repeat_kv",
-    "course_utils.arch.GroupedQueryAttention"
+    "course_utils.models.arch.grouped_query_attention", "course_utils.models.arch.repeat_kv",
+    "course_utils.models.arch.GroupedQueryAttention"
 ))
 def grouped_query_attention(student: Callable[..., Any]) -> None:
     """The student's causal GQA, between ``LlamaAttention``'s projections, equals ``LlamaAttention``'s output."""
@@ -370,7 +370,7 @@ def first_rise(losses: dict[int, float]) -> int | None:
 @check()
 def position_experiment(student: Callable[..., Any], probe: Any = None) -> None:
     """``where_loss_rises(loss_at)``: the first position where the tiny Llama's loss rises by 20%."""
-    from course_utils import experiments
+    from course_utils.course import experiments
 
     probe = probe or experiments.position_loss_probe()
     got = run_experiment(student, probe, "where_loss_rises")

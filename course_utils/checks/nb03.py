@@ -12,7 +12,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from course_utils import scaling
 from course_utils.checks import (
     CheckFailed,
     call,
@@ -24,9 +23,10 @@ from course_utils.checks import (
     passed_experiment,
     run_experiment,
 )
-from course_utils.sampling import next_token_probs
-from course_utils.text_data import SlidingWindowDataset
-from course_utils.train import TrainConfig, lr_at
+from course_utils.training import scaling
+from course_utils.training.sampling import next_token_probs
+from course_utils.training.text_data import SlidingWindowDataset
+from course_utils.training.train import TrainConfig, lr_at
 
 
 def _as_list(value: Any, what: str) -> list[int]:
@@ -39,7 +39,7 @@ def _as_list(value: Any, what: str) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------- sliding windows
-@check(forbids=("course_utils.text_data.SlidingWindowDataset",))
+@check(forbids=("course_utils.training.text_data.SlidingWindowDataset",))
 def sliding_windows(student: Callable[[list[int], int, int], Any]) -> None:
     """``sliding_windows(token_ids, max_length, stride)`` -> list of ``(inputs, targets)`` pairs."""
     cases = [(list(range(10, 30)), 4, 4), (list(range(100, 111)), 4, 2), (list(range(50, 60)), 3, 1),
@@ -77,7 +77,7 @@ def _attention_inputs(seed: int, batch: int = 2, heads: int = 3, time: int = 5, 
     return tuple(torch.randn(batch, heads, time, dim, generator=g) for _ in range(3))
 
 
-@check(forbids=("course_utils.gpt.explicit_attention", "course_utils.arch.grouped_query_attention"))
+@check(forbids=("course_utils.models.gpt.explicit_attention", "course_utils.models.arch.grouped_query_attention"))
 def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """``causal_attention(q, k, v)`` with shapes (batch, heads, time, head_dim): ``softmax(QK^T/sqrt(d) + mask) V``."""
     for seed, dims in ((0, {}), (1, {"time": 7, "dim": 16}), (2, {"batch": 1, "heads": 1, "time": 4, "dim": 4})):
@@ -118,8 +118,8 @@ def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
 
 # ------------------------------------------------------------------------------------------ sampling probabilities
 @check(forbids=(
-    "course_utils.sampling.next_token_probs", "course_utils.sampling.top_k_filter",
-    "course_utils.sampling.softmax_with_temperature"
+    "course_utils.training.sampling.next_token_probs", "course_utils.training.sampling.top_k_filter",
+    "course_utils.training.sampling.softmax_with_temperature"
 ))
 def sampling_probs(student: Callable[[torch.Tensor, float, int | None], torch.Tensor]) -> None:
     """``sampling_probs(logits, temperature, top_k)`` -> the probabilities multinomial sampling draws from."""
@@ -152,7 +152,7 @@ def sampling_probs(student: Callable[[torch.Tensor, float, int | None], torch.Te
 
 
 # ------------------------------------------------------------------------------------------ learning-rate schedule
-@check(forbids=("course_utils.train.lr_at",))
+@check(forbids=("course_utils.training.train.lr_at",))
 def cosine_lr(student: Callable[..., float]) -> None:
     """``cosine_lr(step, max_steps, warmup_steps, max_lr, min_lr)``: linear warm-up, then cosine to ``min_lr``."""
     settings = [dict(max_steps=100, warmup_steps=10, max_lr=1.0, min_lr=0.1),
@@ -195,7 +195,7 @@ def cosine_lr(student: Callable[..., float]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- Chinchilla
-@check(forbids=("course_utils.scaling.chinchilla_optimal",))
+@check(forbids=("course_utils.training.scaling.chinchilla_optimal",))
 def chinchilla_optimal(student: Callable[[float], tuple[float, float]]) -> None:
     """``chinchilla_optimal(compute)`` -> ``(n_params, n_tokens)`` with D = 20 N and C = 6 N D."""
     for compute in (5.76e23, 1e21, 3.6e15):
@@ -223,7 +223,7 @@ def chinchilla_optimal(student: Callable[[float], tuple[float, float]]) -> None:
 @check()
 def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
     """``find_fastest_lr(loss_after)``: the learning rate with the lowest loss after the steps, bracketed."""
-    from course_utils import experiments
+    from course_utils.course import experiments
 
     probe = probe or experiments.learning_rate_probe()
     got = run_experiment(student, probe, "find_fastest_lr")

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from course_utils import distill
 from course_utils.checks import CheckFailed, call, check, expect, passed, passed_experiment, run_experiment
+from course_utils.training import distill
 
 
 def _scalar(value: object, what: str) -> float:
@@ -67,8 +67,8 @@ def _kd_mistakes(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, alpha: float
 
 
 @check(forbids=(
-    "course_utils.distill.distillation_loss", "course_utils.distill.kd_loss_fn",
-    "course_utils.distill.kl_divergence"
+    "course_utils.training.distill.distillation_loss", "course_utils.training.distill.kd_loss_fn",
+    "course_utils.training.distill.kl_divergence"
 ))
 def kd_loss(student: Callable[..., torch.Tensor]) -> None:
     """``kd_loss(student_logits, teacher_logits, labels, alpha, temperature)`` against the workbook's reference."""
@@ -110,7 +110,7 @@ def kd_loss(student: Callable[..., torch.Tensor]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- the layer map
-@check(forbids=("course_utils.distill.teacher_layers_for_student",))
+@check(forbids=("course_utils.training.distill.teacher_layers_for_student",))
 def layer_map(student: Callable[[int, int], list[int]]) -> None:
     """``layer_map(num_teacher_layers, num_student_layers)``: evenly spread teacher layers, first and last included."""
     # An even number of student layers never puts a position exactly halfway, so every rounding to the nearest
@@ -149,7 +149,7 @@ def layer_map(student: Callable[[int, int], list[int]]) -> None:
 
 
 # ---------------------------------------------------------------------------------------- top-1 agreement
-@check(forbids=("course_utils.distill.top1_agreement",))
+@check(forbids=("course_utils.training.distill.top1_agreement",))
 def top1_agreement(student: Callable[..., float]) -> None:
     """``top1_agreement(student_logits, teacher_logits, mask=None)``: fraction of positions with the same argmax."""
     teacher = torch.tensor([[[0.0, 5.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 2.0], [1.0, 2.0, 0.0]]])
@@ -185,7 +185,7 @@ def top1_agreement(student: Callable[..., float]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- KL direction
-@check(forbids=("course_utils.distill.kl_divergence",))
+@check(forbids=("course_utils.training.distill.kl_divergence",))
 def kl_divergence(student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """``kl_divergence(p_logits, q_logits)``: KL(p || q) over the last dimension, one value per row."""
     g = torch.Generator().manual_seed(11)
@@ -231,7 +231,7 @@ def temperature_verdict(perplexities: dict[float, list[float]]) -> tuple[float, 
 @check()
 def temperature_experiment(student: Callable[..., object], probe: object = None) -> None:
     """``best_temperature(perplexity_after)`` -> ``(temperature, decided)`` over at least three seeds each."""
-    from course_utils import experiments
+    from course_utils.course import experiments
 
     probe = probe or experiments.distillation_probe()
     got = run_experiment(student, probe, "best_temperature")

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from course_utils import lora, quant, sft_data
 from course_utils.checks import (
     CheckFailed,
     call,
@@ -21,6 +20,7 @@ from course_utils.checks import (
     run_experiment,
     tiny_llama_sizes,
 )
+from course_utils.finetuning import lora, quant, sft_data
 
 IGNORE_INDEX = sft_data.IGNORE_INDEX
 
@@ -39,7 +39,7 @@ def _lora_case(seed: int, d_out: int, d_in: int, r: int, bias: bool) -> dict[str
             "lora_A": torch.randn(r, d_in, generator=g) * 0.1, "lora_B": torch.randn(d_out, r, generator=g) * 0.1}
 
 
-@check(forbids=("course_utils.lora.lora_forward", "course_utils.lora.LoRALinear"))
+@check(forbids=("course_utils.finetuning.lora.lora_forward", "course_utils.finetuning.lora.LoRALinear"))
 def lora_forward(student: Callable[..., torch.Tensor]) -> None:
     """``lora_forward(x, weight, bias, lora_A, lora_B, alpha, r)``: ``x W0^T + b + (alpha/r) x A^T B^T``."""
     cases = [(0, 6, 5, 2, 8.0, True), (1, 4, 7, 3, 6.0, False), (2, 9, 9, 4, 16.0, True)]  # alpha / r never 1
@@ -85,7 +85,7 @@ def tiny_llama_shapes() -> list[tuple[int, int]]:
     return [(h, h), (kv, h), (kv, h), (h, h), (mlp, h), (mlp, h), (h, mlp)] * s["layers"]
 
 
-@check(forbids=("course_utils.lora.lora_param_count", "course_utils.lora.count_table"))
+@check(forbids=("course_utils.finetuning.lora.lora_param_count", "course_utils.finetuning.lora.count_table"))
 def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int]) -> None:
     """``lora_parameter_count(shapes, r)``: trainable LoRA parameters over layers of shape ``(d_out, d_in)``."""
     cases = [([(4096, 4096)], 16, "one 4096 x 4096 layer (the workshop guide's example)"),
@@ -115,7 +115,7 @@ def lora_parameter_count(student: Callable[[Sequence[tuple[int, int]], int], int
 
 
 # ------------------------------------------------------------------------------------------------ make_batch
-@check(forbids=("course_utils.sft_data.build_example", "trl.trainer.sft_trainer.DataCollatorForLanguageModeling"))
+@check(forbids=("course_utils.finetuning.sft_data.build_example", "trl.trainer.sft_trainer.DataCollatorForLanguageModeling"))
 def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
     """``make_batch(pairs, pad_id)``: right-padded ids, attention mask, labels with -100 on prompt and padding."""
     pad_id = 1
@@ -169,8 +169,8 @@ def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
 
 # ------------------------------------------------------------------------------------------------ NF4
 @check(forbids=(
-    "course_utils.quant.quantize_blockwise", "course_utils.quant.dequantize_blockwise",
-    "course_utils.quant.roundtrip"
+    "course_utils.finetuning.quant.quantize_blockwise", "course_utils.finetuning.quant.dequantize_blockwise",
+    "course_utils.finetuning.quant.roundtrip"
 ))
 def nf4_quantize(quantize: Callable[..., tuple[torch.Tensor, torch.Tensor]],
                  dequantize: Callable[..., torch.Tensor]) -> None:
@@ -233,7 +233,7 @@ def smallest_good_rank(losses: dict[int, float]) -> int:
 @check()
 def rank_experiment(student: Callable[..., object], probe: object = None) -> None:
     """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried."""
-    from course_utils import experiments
+    from course_utils.course import experiments
 
     probe = probe or experiments.lora_rank_probe()
     got = run_experiment(student, probe, "where_lora_stops")

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from course_utils import gguf_io
 from course_utils.checks import (
     CheckFailed,
     call,
@@ -23,6 +22,7 @@ from course_utils.checks import (
     run_experiment,
     tiny_llama_sizes,
 )
+from course_utils.storage import gguf_io
 
 
 def _tensor(value: object, what: str) -> torch.Tensor:
@@ -32,7 +32,7 @@ def _tensor(value: object, what: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ permute_qk
-@check(forbids=("course_utils.gguf_io.permute_qk",))
+@check(forbids=("course_utils.storage.gguf_io.permute_qk",))
 def permute_qk(student: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """``permute_qk(weight, n_head)``: transformers' row order of a q/k projection -> llama.cpp's."""
     cases = [(4, 8, 3, "4 heads of 8 rows (a query projection)"), (2, 8, 5, "2 key/value heads (grouped-query)"),
@@ -59,7 +59,7 @@ def permute_qk(student: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ q8_0
-@check(forbids=("course_utils.gguf_io.quantize_q8_0",))
+@check(forbids=("course_utils.storage.gguf_io.quantize_q8_0",))
 def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
     """``q8_0_quantize(x)`` -> ``(scales, codes)``: per block of 32, an fp16 scale and 32 int8 codes."""
     g = torch.Generator().manual_seed(6)
@@ -103,8 +103,8 @@ def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Te
 
 # ------------------------------------------------------------------------------------------------ GGUF size
 @check(forbids=(
-    "course_utils.gguf_io.tensor_bytes", "course_utils.gguf_io.bits_per_weight",
-    "course_utils.export.gguf_size_estimate"
+    "course_utils.storage.gguf_io.tensor_bytes", "course_utils.storage.gguf_io.bits_per_weight",
+    "course_utils.storage.export.gguf_size_estimate"
 ))
 def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> None:
     """``gguf_tensor_bytes(shapes, file_type)``: bytes of tensors of these shapes in a GGUF of ``file_type``."""
@@ -134,7 +134,7 @@ def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> N
 
 
 # ------------------------------------------------------------------------------------------------ adapter base
-@check(forbids=("course_utils.export.retarget_adapter",))
+@check(forbids=("course_utils.storage.export.retarget_adapter",))
 def point_adapter_at(student: Callable[[Path, str, Path], object]) -> None:
     """``point_adapter_at(adapter_dir, base, out_dir)``: a copy of the adapter folder naming ``base``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +181,7 @@ def gguf_by_the_rule(rows: list[dict[str, object]]) -> str:
 @check()
 def gguf_experiment(student: Callable[..., object], probe: object = None) -> None:
     """``choose_gguf(export_as)``: write every type, then choose the smallest that scores like f32."""
-    from course_utils import experiments
+    from course_utils.course import experiments
 
     probe = probe or experiments.gguf_type_probe()
     got = run_experiment(student, probe, "choose_gguf")

@@ -116,7 +116,7 @@ def forbid(references: Sequence[str], namespaces: Iterable[MutableMapping[str, A
     """Put a trap in place of each reference (dotted names) wherever it is bound; restore everything afterwards.
 
     Bindings are replaced in every loaded ``course_utils`` module and in ``namespaces`` (the student's globals),
-    so ``from course_utils.arch import rms_norm as mine`` binds the trap too. Traps refuse only while armed.
+    so ``from course_utils.models.arch import rms_norm as mine`` binds the trap too. Traps refuse only while armed.
     """
     changed: list[tuple[MutableMapping[str, Any], str, Any]] = []
     pairs = [(_resolve(dotted), dotted) for dotted in references]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from course_utils import paths
+from course_utils.course import paths
 from course_utils.data_build import stories, tiny_models, zorbish
 from course_utils.data_build.tokenizer import build_tokenizer
 
@@ -55,7 +55,7 @@ def build_all(out_dir: str | Path | None = None, *, progress: bool = True) -> di
     """Build every artifact into ``out_dir`` (default: the repository's data/) and return the manifest."""
     import torch
 
-    from course_utils.text_data import encode_documents
+    from course_utils.training.text_data import encode_documents
 
     final = Path(out_dir) if out_dir else paths.data_dir()
     # Build beside the data and move it into place only once everything succeeded: an interrupted build must
@@ -189,7 +189,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"| `tokenizer/` | byte-level BPE, {corpus['tokenizer_vocab']} tokens, Hugging Face format | "
         "`data_build.tokenizer` |",
         "| `models/` | tiny checkpoints (`save_pretrained`: config.json, generation_config.json, "
-        "model.safetensors, tokenizer files) | `data_build.tiny_models` with `course_utils.train` |",
+        "model.safetensors, tokenizer files) | `data_build.tiny_models` with `course_utils.training.train` |",
         "",
         "| model | architecture | parameters | steps | tokens seen | validation loss | training time (s) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",

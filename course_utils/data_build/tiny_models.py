@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from course_utils.distill import distillation_loss, init_student_from_teacher
-from course_utils.text_data import SlidingWindowDataset, make_loader
-from course_utils.train import TrainConfig, TrainState, evaluate, logits_of, make_train_loader, train
+from course_utils.training.distill import distillation_loss, init_student_from_teacher
+from course_utils.training.text_data import SlidingWindowDataset, make_loader
+from course_utils.training.train import TrainConfig, TrainState, evaluate, logits_of, make_train_loader, train
 
 CONTEXT = 256      # max_position_embeddings of every tiny model
 WINDOW = 128       # training sequence length

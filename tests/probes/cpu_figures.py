@@ -14,8 +14,9 @@ PROMPTS = ["Once upon a time, there was", "Translate to Zorbish: the red cat sle
 
 
 def main() -> None:
-    from course_utils import quant, sources  # first: it quiets bitsandbytes' import-time warning
-    from course_utils.gpt import GPT, GPTConfig
+    from course_utils.course import sources
+    from course_utils.finetuning import quant  # first: it quiets bitsandbytes' import-time warning
+    from course_utils.models.gpt import GPT, GPTConfig
 
     bnb_modules = importlib.import_module("bitsandbytes.nn.modules")
 

@@ -1,0 +1,92 @@
+"""LoRA against QLoRA over several seeds: mean and spread of each measurement, and a verdict only beyond the spread.
+
+Each run of the comparison gives one row (:func:`run_row`): the model's bytes, the training peak, the time per step
+and the held-out loss. :func:`mean_and_spread` summarises the rows of each method over the seeds, and
+:func:`claims_verdicts` sets the course documents' claims beside the figures: a difference between the methods counts
+only when it is larger than the two spreads added together (the rule of :mod:`course_utils.reporting.repeats`); otherwise the
+verdict says that these runs cannot tell.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from course_utils.reporting import repeats
+from course_utils.reporting.course_documents import EXAM_NOTES, WORKSHOP_GUIDE
+
+MEASURES = ("model MiB", "training peak above start MiB", "s per step", "CPU s per step", "held-out loss")
+
+
+def run_row(method: str, seed: int, model_bytes: int, meter: Any, eval_loss: float) -> dict[str, Any]:
+    """One run: its method and seed, and what :class:`course_utils.finetuning.trainer_callbacks.TrainingMeter` measured."""
+    peak = meter.peak
+    return {"method": method, "seed": seed, "model MiB": model_bytes / 2**20,
+            "training peak above start MiB": peak.increase_bytes / 2**20 if peak else float("nan"),
+            "s per step": meter.seconds_per_step, "CPU s per step": meter.cpu_seconds_per_step,
+            "held-out loss": eval_loss}
+
+
+def by_method(rows: Sequence[dict[str, Any]], measure: str) -> dict[str, list[float]]:
+    """``{method: [value of each seed]}`` for one measure."""
+    out: dict[str, list[float]] = {}
+    for row in rows:
+        out.setdefault(row["method"], []).append(float(row[measure]))
+    return out
+
+
+def summary_table(rows: Sequence[dict[str, Any]], digits: int = 3) -> list[dict[str, str]]:
+    """One row per method: every measure as ``mean ± spread`` over the seeds."""
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    table = []
+    for method in methods:
+        mine = [row for row in rows if row["method"] == method]
+        line = {"method": method, "seeds": str(len(mine))}
+        for measure in MEASURES:
+            values = repeats.spread([row[measure] for row in mine])
+            line[measure] = f"{values.mean:.{digits}g} ± {values.std:.2g}"
+        table.append(line)
+    return table
+
+
+def _compare(rows: Sequence[dict[str, Any]], measure: str, lora: str, qlora: str) -> tuple[float, float, bool]:
+    """QLoRA's mean over LoRA's, the difference of the means, and whether it is beyond the spread."""
+    values = by_method(rows, measure)
+    judged = repeats.verdict(lora, values[lora], qlora, values[qlora], metric=measure)
+    ratio = judged.chal.mean / judged.base.mean if judged.base.mean else math.nan
+    return ratio, judged.difference, judged.decided
+
+
+def claims_verdicts(rows: Sequence[dict[str, Any]], lora: str = "LoRA", qlora: str = "QLoRA") -> list[dict[str, str]]:
+    """The course documents' claims about QLoRA against LoRA, each beside these runs' figures and a verdict."""
+    seeds = len(by_method(rows, "s per step")[lora])
+    model_ratio, _, _ = _compare(rows, "model MiB", lora, qlora)
+    peak_ratio, _, peak_differs = _compare(rows, "training peak above start MiB", lora, qlora)
+    speed_ratio, speed_difference, speed_differs = _compare(rows, "s per step", lora, qlora)
+    _, loss_difference, loss_differs = _compare(rows, "held-out loss", lora, qlora)
+    cannot_tell = f"cannot tell: the difference is within the spread of {seeds} seeds"
+
+    memory = ("yes for the model" if model_ratio < 0.6 else "no for the model") + "; training peak: " + (
+        ("lower" if peak_ratio < 1 else "higher") + " beyond the spread" if peak_differs else "within the spread")
+    if speed_differs:
+        speed = "yes: slower beyond the spread" if speed_difference > 0 else "no: faster beyond the spread"
+    else:
+        speed = cannot_tell
+    if loss_differs:
+        accuracy = "no: QLoRA's held-out loss " + ("higher" if loss_difference > 0 else "lower") + " beyond the spread"
+    else:
+        accuracy = "consistent: no difference beyond the spread"
+    return [
+        {"claim (course documents)": f"QLoRA needs far less memory than LoRA (the {EXAM_NOTES}: 'very low' "
+                                     "against 'high')",
+         "measured here": f"model {model_ratio:.2f}x of LoRA's; training peak {peak_ratio:.2f}x",
+         "verdict": memory},
+        {"claim (course documents)": f"QLoRA trains more slowly, from dequantization (the {WORKSHOP_GUIDE}: about "
+                                     "10% slower)",
+         "measured here": f"{speed_ratio:.2f}x LoRA's time per step", "verdict": speed},
+        {"claim (course documents)": f"QLoRA's accuracy equals LoRA's (the {EXAM_NOTES}: 'equivalent'; the "
+                                     f"{WORKSHOP_GUIDE}: a minimal loss)",
+         "measured here": f"held-out loss {loss_difference:+.3f} against LoRA's",
+         "verdict": accuracy},
+    ]

@@ -1,0 +1,91 @@
+"""The README's "Measured on a GPU" section, rendered from ``build/gpu/results.json`` (never typed by hand).
+
+``scripts/gpu_check.py`` (``make gpu-check``) writes the results file; :func:`update_readme` replaces the text
+between the two markers in README.md with :func:`render`'s markdown. A smoke run (``--smoke``, on a CPU) checks
+the script, not the hardware, so it renders the same "no GPU measurement" text as no file at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from course_utils.course import paths
+from course_utils.reporting.tables import markdown_table
+
+START = "<!-- gpu-results:start (rendered by scripts/gpu_check.py from build/gpu/results.json; do not edit) -->"
+END = "<!-- gpu-results:end -->"
+
+
+def results_file() -> Path:
+    return paths.REPO_ROOT / "build" / "gpu" / "results.json"
+
+
+def load(path: Path | None = None) -> dict[str, Any] | None:
+    """The results of the last run, or None when there is no results file."""
+    path = path or results_file()
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _number(value: Any, digits: str = ",.0f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, digits)
+
+
+def render(results: dict[str, Any] | None) -> str:
+    """The section's markdown for ``results`` (None, or a smoke run: says that no GPU measurement was made)."""
+    if not results or results.get("mode") != "gpu":
+        return ("No GPU measurement has been made yet: no CUDA GPU was at hand when this was written. "
+                "`make gpu-check` on a machine with one writes `build/gpu/results.json`, and "
+                "`python scripts/gpu_check.py --render-readme` puts its figures here.")
+    env = results["environment"]
+    lines = [f"Measured by `make gpu-check` on {env['gpu']} (compute capability {env['compute capability']}), "
+             f"driver {env['driver']}, CUDA {env['cuda']}, torch {env['torch']}; "
+             + ", ".join(f"{name} {version}" for name, version in env["packages"].items()) + "."]
+    ladder = results["ladder"]
+    lecture = {row["row (lecture)"]: row for row in ladder.get("lecture", [])}
+    lines += ["", f"Speed ladder of notebook 03 (GPT-2 124M shape, batch {ladder['batch']} x {ladder['seq_len']} "
+              f"tokens, {ladder['steps']} timed steps per row; the lecture's A100 table is a claim):", ""]
+    rows = [[row["name"], _number(row.get("tokens_per_second")), _number(row.get("peak_memory_mib"), ",.0f"),
+             _number(row.get("speedup"), ".2f"), row.get("note", "")] for row in ladder["rows"]]
+    lines.append(markdown_table(["row", "tokens/s", "peak MiB", "x baseline", "note"], rows))
+    if lecture:
+        lines += ["", markdown_table(["lecture's row (A100, claimed)", "tokens/s", "x baseline"],
+                                     [[name, row["tokens/s"], row["x baseline"]] for name, row in lecture.items()])]
+    for key, title in (("lora_vs_qlora", "LoRA against QLoRA"), ("unsloth_vs_peft", "Unsloth against PEFT")):
+        part = results[key]
+        lines += ["", f"{title} ({part['model']}, {part['steps']} steps of {part['batch']}, seed {part['seed']}):", ""]
+        lines.append(markdown_table(
+            ["run", "measured", "s per step", "peak MiB", "held-out loss"],
+            [[row["run"], row["status"], _number(row.get("seconds per step"), ".3f"),
+              _number(row.get("peak MiB"), ",.0f"), _number(row.get("held-out loss"), ".3f")] for row in part["rows"]]))
+        for claim in part.get("claims", []):
+            lines.append(f"\n{claim}")
+    notebooks = results.get("notebooks", [])
+    if notebooks:
+        lines += ["", markdown_table(["notebook (colab profile, on the GPU, stand-ins)", "status", "seconds"],
+                                     [[n["notebook"], n["status"], _number(n.get("seconds"), ".0f")] for n in notebooks])]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path | None = None, results: dict[str, Any] | None = None) -> bool:
+    """Replace the section between the markers with :func:`render`'s text; True when README.md changed."""
+    readme = readme or paths.REPO_ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise ValueError(f"{readme.name} has no '{START}' ... '{END}' markers to render the GPU results between.")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{render(results)}\n{END}{tail}"
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def readme_section(readme: Path | None = None) -> str:
+    """The text README.md holds between the markers now."""
+    text = (readme or paths.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split(START, 1)[1].split(END, 1)[0].strip("\n")

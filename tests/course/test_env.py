@@ -1,0 +1,340 @@
+"""course_utils.course.env: device and precision choice, seeding, memory, and a report that never crashes."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from course_utils.course import env, profiles
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """Never probe the network from a test."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: False)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """Pretend there is one CUDA GPU; the test sets its compute capability."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Fake GPU")
+
+    def capability(major: int, minor: int) -> None:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (major, minor))
+
+    return capability
+
+
+# --- pick_device -------------------------------------------------------------------------------------------------
+
+
+def test_cpu_when_nothing_else(no_gpu):
+    assert env.pick_device() == torch.device("cpu")
+    assert env.pick_device("auto") == torch.device("cpu")
+
+
+def test_cuda_first(no_gpu, fake_cuda, monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: True)
+    assert env.pick_device().type == "cuda"
+
+
+def test_mps_needs_available_and_built(no_gpu, monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert env.pick_device().type == "cpu", "is_available without is_built must not pick MPS"
+    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: True)
+    assert env.pick_device().type == "mps"
+
+
+def test_prefer_forces_and_explains(no_gpu):
+    assert env.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="Colab"):
+        env.pick_device("cuda")
+    with pytest.raises(RuntimeError, match="MPS is not usable"):
+        env.pick_device("mps")
+    with pytest.raises(ValueError, match="cuda"):
+        env.pick_device("tpu")
+
+
+def test_prefer_missing_gpu_index(fake_cuda):
+    fake_cuda(8, 0)
+    assert env.pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(RuntimeError, match="1 CUDA GPU"):
+        env.pick_device("cuda:3")
+
+
+# --- pick_precision ----------------------------------------------------------------------------------------------
+
+
+def test_precision_ampere_is_bf16_without_scaler(fake_cuda):
+    fake_cuda(8, 0)
+    precision = env.pick_precision("cuda")
+    assert precision.autocast_dtype == torch.bfloat16 and not precision.use_grad_scaler
+    assert precision.dtype == torch.float32 and precision.inference_dtype == torch.bfloat16
+    assert "bf16" in precision.name and "8.0" in precision.reason
+
+
+def test_precision_t4_is_fp16_with_scaler(fake_cuda, monkeypatch):
+    fake_cuda(7, 5)
+    # torch counts emulated bf16 as supported on a T4; the choice must not rely on that.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    precision = env.pick_precision("cuda")
+    assert precision.autocast_dtype == torch.float16 and precision.use_grad_scaler
+    assert "GradScaler" in precision.name and "7.5" in precision.reason
+
+
+def test_precision_mps_and_cpu():
+    mps = env.pick_precision("mps")
+    assert mps.autocast_dtype is None and not mps.use_grad_scaler and mps.dtype == torch.float32
+    assert mps.inference_dtype == torch.float16 and "MPS" in mps.reason
+    cpu = env.pick_precision("cpu")
+    assert (cpu.dtype, cpu.inference_dtype, cpu.autocast_dtype, cpu.use_grad_scaler) == (
+        torch.float32, torch.float32, None, False)
+    assert "bf16" in cpu.reason and cpu.name == "fp32"
+
+
+def test_precision_rules_cover_every_device_kind():
+    rows = env.precision_rules()
+    assert [(r["autocast"], r["GradScaler"]) for r in rows] == [
+        ("bf16", "no"), ("fp16", "yes"), ("none", "no"), ("none", "no")]
+    assert {r["trained weights"] for r in rows} == {"fp32"}
+    with pytest.raises(ValueError, match="compute capability"):
+        env.precision_for("cuda")
+    with pytest.raises(ValueError, match="Unknown device type"):
+        env.precision_for("xla")
+
+
+def test_autocast_and_scaler_are_noops_on_cpu():
+    precision = env.pick_precision("cpu")
+    with env.autocast(precision):
+        out = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert out.dtype == torch.float32
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = env.grad_scaler(precision)
+    assert not scaler.is_enabled()
+    before = model.weight.detach().clone()
+    loss = model(torch.ones(1, 2)).sum()
+    scaled = scaler.scale(loss)
+    assert scaled is loss
+    scaled.backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert not torch.equal(before, model.weight.detach()), "the disabled scaler must still step the optimizer"
+
+
+def test_autocast_uses_the_autocast_dtype():
+    precision = env.Precision("cpu", torch.float32, torch.bfloat16, torch.bfloat16, False, "test")
+    with env.autocast(precision):
+        out = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert out.dtype == torch.bfloat16
+
+
+def test_fp16_scaler_without_cuda_is_disabled_quietly(no_gpu, recwarn):
+    precision = env.Precision("cuda", torch.float32, torch.float16, torch.float16, True, "test")
+    assert not env.grad_scaler(precision).is_enabled()
+    assert not [w for w in recwarn if "GradScaler" in str(w.message)]
+
+
+# --- seeding, Colab ----------------------------------------------------------------------------------------------
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+
+def test_set_seed_reproduces_every_generator():
+    env.set_seed(123)
+    first = _draws()
+    env.set_seed(123)
+    assert _draws() == first
+    env.set_seed(124)
+    assert _draws() != first
+
+
+def test_set_seed_deterministic_flag():
+    try:
+        env.set_seed(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
+def test_set_seed_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError, match="non-negative integer"):
+        env.set_seed(bad)
+
+
+def test_in_colab(monkeypatch):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert not env.in_colab()
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert env.in_colab()
+
+
+# --- memory ------------------------------------------------------------------------------------------------------
+
+
+def test_machine_memory_cpu(no_gpu):
+    memory = env.machine_memory()
+    assert memory.device_type == "cpu"
+    assert 0 < memory.available_bytes <= memory.total_bytes
+    assert memory.usable_bytes == memory.available_bytes
+    assert "GiB" in str(memory)
+
+
+def test_system_memory_without_psutil(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    total, available = env.system_memory()
+    assert total > 0 and 0 <= available <= total
+
+
+def test_machine_memory_mps_uses_unified_memory(monkeypatch):
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: 12 * env.GIB, raising=False)
+    memory = env.machine_memory("mps")
+    assert memory.usable_bytes == 12 * env.GIB and "unified" in memory.name
+
+
+# --- versions ----------------------------------------------------------------------------------------------------
+
+
+@given(st.tuples(st.integers(0, 30), st.integers(0, 30)), st.tuples(st.integers(0, 30), st.integers(0, 30)))
+def test_version_comparison_is_numeric(installed, minimum):
+    as_text = ".".join
+    assert env.version_at_least(as_text(map(str, installed)), as_text(map(str, minimum))) == (installed >= minimum)
+
+
+def test_version_with_local_tag():
+    assert env.version_at_least("2.13.0+cpu", "2.4")
+    assert not env.version_at_least("0.9.1", "0.17")
+
+
+# --- check_package -----------------------------------------------------------------------------------------------
+
+
+def test_missing_package_fails_with_install_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "trl", None)  # makes `import trl` fail as if it were not installed
+    result = env.check_package("trl", "trl", "0.20")
+    assert result.status == "FAIL" and result.detail == "not installed"
+    assert "pip install 'trl>=0.20'" in result.fix
+
+
+def test_too_old_package_fails_with_upgrade_fix():
+    result = env.check_package("pytest", "pytest", "999.0")
+    assert result.status == "FAIL" and "too old" in result.detail
+    assert "pip install -U 'pytest>=999.0'" in result.fix
+
+
+def test_broken_package_fails_with_its_error(tmp_path, monkeypatch):
+    (tmp_path / "brokenpkg_for_test").mkdir()
+    (tmp_path / "brokenpkg_for_test" / "__init__.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = env.check_package("brokenpkg_for_test", "brokenpkg_for_test", None, import_it=True)
+    assert result.status == "FAIL" and "RuntimeError: boom" in result.detail
+    assert "--force-reinstall" in result.fix
+
+
+def test_installed_package_ok():
+    result = env.check_package("numpy", "numpy", "1.0", import_it=True)
+    assert result.status == "OK" and result.detail == np.__version__
+
+
+# --- environment_report ------------------------------------------------------------------------------------------
+
+
+def _by_name(report, prefix):
+    return [r for r in report if r.name.startswith(prefix)]
+
+
+def test_report_with_a_missing_package_prints_the_fix(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "peft", None)
+    report = env.environment_report()
+    (peft,) = _by_name(report, "peft")
+    assert peft.status == "FAIL"
+    printed = capsys.readouterr().out
+    assert "[FAIL] peft >= 0.17: not installed" in printed
+    assert "fix: run `pip install 'peft>=0.17'`" in printed
+    assert "requirement(s) failed" in printed
+
+
+def test_report_survives_without_torch(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    report = env.environment_report(print_report=True)
+    assert _by_name(report, "torch")[0].status == "FAIL"
+    assert _by_name(report, "device")[0].status == "FAIL"
+    assert all(r.fix for r in report if r.status == "FAIL")
+    assert "[FAIL] torch" in capsys.readouterr().out
+
+
+def test_report_lines_have_known_statuses(no_gpu):
+    report = env.environment_report(print_report=False)
+    assert {r.status for r in report} <= {"OK", "FAIL", "WARN", "INFO"}
+    names = [r.name for r in report]
+    for expected in ("Python", "torch", "trl", "embedded models", "embedded datasets", "device",
+                     "precision", "system RAM", "Hugging Face Hub", "HF token", "Colab"):
+        assert any(name.startswith(expected) for name in names), expected
+    assert not any(name.startswith("papermill") for name in names), "a student's runtime does not need papermill"
+    assert not any(name.startswith("unsloth") for name in names), "unsloth is reported only when a GPU exists"
+
+
+def test_report_embedded_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    report = env.environment_report(print_report=False)
+    models, datasets = _by_name(report, "embedded models")[0], _by_name(report, "embedded datasets")[0]
+    assert models.status == datasets.status == "FAIL" and "make data" in models.fix
+    tiny = profiles.PROFILES["tiny"]
+    for name in tiny.models.values():
+        (tmp_path / "models" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "models" / name / "config.json").write_text("{}")
+    for name in tiny.datasets.values():
+        (tmp_path / "datasets" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "datasets" / name / "train.jsonl").write_text("{}\n")
+    report = env.environment_report(print_report=False)
+    assert _by_name(report, "embedded models")[0].status == "OK"
+    assert _by_name(report, "embedded datasets")[0].status == "OK"
+
+
+def test_report_never_prints_the_token(monkeypatch, capsys):
+    secret = "hf_" + "x" * 34
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    report = env.environment_report()
+    assert _by_name(report, "HF token")[0].detail.startswith("present")
+    assert _by_name(report, "Hugging Face Hub")[0].detail.startswith("offline")
+    assert secret not in capsys.readouterr().out
+
+
+def test_report_survives_a_crashing_check(monkeypatch):
+    def boom():
+        raise RuntimeError("driver exploded")
+
+    monkeypatch.setattr(env, "pick_device", boom)
+    report = env.environment_report(print_report=False)
+    (device,) = _by_name(report, "device")
+    assert device.status == "FAIL" and "driver exploded" in device.detail and device.fix
+
+
+def test_profile_plan_reports_missing_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = env.profile_plan(profiles.PROFILES["tiny"])
+    assert {row["role"] for row in rows} == set(profiles.MODEL_ROLES) | set(profiles.DATASET_ROLES)
+    assert all(row["loads from"].startswith("NOT AVAILABLE") for row in rows)

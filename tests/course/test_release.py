@@ -1,0 +1,553 @@
+"""The release: solution notebooks become student notebooks, the conventions are enforced, nothing leaks."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nb_builders import (
+    EXAMPLE_SOLUTION,
+    code,
+    example_solution,
+    header_cells,
+    markdown,
+    notebook,
+    solution_meta,
+)
+
+from course_utils.course import paths
+from course_utils.course.release import (
+    MarkerError,
+    ReleaseError,
+    find_regions,
+    make_student_notebook,
+    notebook_text,
+    read_notebook,
+    release,
+    repo_settings,
+    setup_cell_source,
+    solution_notebooks,
+    student_source,
+    validate_solution_notebook,
+    without_nbval_markers,
+)
+
+REAL_SOLUTIONS = solution_notebooks(paths.solutions_dir())
+NO_REAL_NOTEBOOKS = "solutions/ has no NN_*.ipynb notebooks yet"
+
+
+# --- marker replacement ----------------------------------------------------------------------------------------
+
+
+def test_solution_region_becomes_stub_at_the_marker_indentation():
+    source = (
+        "def total(values):\n"
+        "    result = 0\n"
+        "    for value in values:\n"
+        "        ### BEGIN SOLUTION\n"
+        "        result += value\n"
+        "        ### END SOLUTION\n"
+        "    return result"
+    )
+    assert student_source(source) == (
+        "def total(values):\n"
+        "    result = 0\n"
+        "    for value in values:\n"
+        "        # YOUR CODE HERE\n"
+        "        raise NotImplementedError()\n"
+        "    return result"
+    )
+
+
+def test_top_level_region_and_several_regions_in_one_cell():
+    source = "### BEGIN SOLUTION\nx = 1\n### END SOLUTION\ny = 2\n  ### BEGIN SOLUTION\n  z = 3\n  ### END SOLUTION"
+    assert student_source(source) == (
+        "# YOUR CODE HERE\nraise NotImplementedError()\ny = 2\n  # YOUR CODE HERE\n  raise NotImplementedError()"
+    )
+
+
+def test_markdown_solution_becomes_your_answer_here():
+    source = "Why does it fit?\n\n### BEGIN SOLUTION\nBecause 4 bytes times 1e9 is 4 GB.\n### END SOLUTION"
+    assert student_source(source, "markdown") == "Why does it fit?\n\nYOUR ANSWER HERE"
+
+
+def test_hidden_tests_are_removed_and_visible_lines_kept():
+    source = "check(f)\n### BEGIN HIDDEN TESTS\nassert f(0) == 0\n### END HIDDEN TESTS\nprint('done')"
+    assert student_source(source) == "check(f)\nprint('done')"
+
+
+def test_hidden_tests_at_the_end_leave_no_blank_tail():
+    source = "check(f)\n\n### BEGIN HIDDEN TESTS\nassert f(0) == 0\n### END HIDDEN TESTS\n"
+    assert student_source(source) == "check(f)"
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("### BEGIN SOLUTION\nx = 1", "never closed"),
+        ("x = 1\n### END SOLUTION", "without a matching"),
+        ("### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS\n### END SOLUTION", "nested"),
+        ("### BEGIN SOLUTION\nx = 1\n### END HIDDEN TESTS", "without a matching"),
+        ("## BEGIN SOLUTION\nx = 1\n## END SOLUTION", "looks like a marker"),
+        ("### BEGIN SOLUTION here\nx = 1\n### END SOLUTION", "looks like a marker"),
+        ("### begin hidden tests\nassert x\n### end hidden tests", "looks like a marker"),
+    ],
+)
+def test_malformed_markers_raise_a_clear_error(source, needle):
+    with pytest.raises(MarkerError, match=needle):
+        find_regions(source)
+
+
+def test_malformed_markers_name_the_cell_in_the_notebook():
+    nb = example_solution()
+    nb.cells[5].source = nb.cells[5].source.replace("### END SOLUTION", "")
+    with pytest.raises(MarkerError, match=r"cell 5 .*line 3.*never closed"):
+        make_student_notebook(nb)
+
+
+_plain_line = st.text(alphabet="abcxyz =+()0123456789", min_size=0, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    before=st.lists(_plain_line, max_size=4),
+    inside=st.lists(_plain_line, min_size=1, max_size=4),
+    after=st.lists(_plain_line, max_size=4),
+    indent=st.sampled_from(["", "    ", "\t"]),
+)
+def test_stub_replaces_exactly_the_region(before, inside, after, indent):
+    region = [
+        f"{indent}### BEGIN SOLUTION",
+        *[f"{indent}SECRET{line}" for line in inside],
+        f"{indent}### END SOLUTION",
+    ]
+    result = student_source("\n".join([*before, *region, *after]))
+    assert "SECRET" not in result
+    expected = [*before, f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()", *after]
+    while not expected[-1].strip():
+        expected.pop()
+    assert result == "\n".join(expected)
+    assert student_source(result) == result  # a released notebook releases to itself
+
+
+# --- the student notebook --------------------------------------------------------------------------------------
+
+
+def _colab_run(nb):
+    """``nb`` as Colab and papermill would leave it: outputs, counts, their metadata."""
+    nb = copy.deepcopy(nb)
+    nb.metadata.update(
+        {
+            "colab": {"provenance": []},
+            "accelerator": "GPU",
+            "gpuClass": "standard",
+            "widgets": {"application/vnd.jupyter.widget-state+json": {"state": {}}},
+            "papermill": {"duration": 1.0},
+        }
+    )
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    for number, cell in enumerate(nb.cells):
+        cell.metadata.update(
+            {
+                "colab": {"base_uri": "https://localhost:8080/"},
+                "id": "Xq12",
+                "executionInfo": {"status": "ok"},
+                "outputId": "abc",
+                "papermill": {"status": "ok"},
+                "execution": {"iopub.status.busy": "2024"},
+            }
+        )
+        if cell.cell_type == "code":
+            cell.execution_count = number
+            cell.outputs = [nbformat.v4.new_output("stream", text="hello\n")]
+    return nb
+
+
+def test_outputs_counts_and_colab_run_state_are_cleared_but_the_gpu_runtime_is_kept():
+    student = make_student_notebook(_colab_run(example_solution()))
+    assert set(student.metadata) == {"kernelspec", "language_info", "accelerator", "colab"}
+    assert student.metadata["accelerator"] == "GPU"
+    assert student.metadata["colab"] == {"gpuType": "T4", "provenance": []}  # no gpuClass, no provenance of a run
+    assert "version" not in student.metadata["language_info"]
+    for cell in student.cells:
+        assert not {"colab", "id", "executionInfo", "outputId", "papermill", "execution"} & set(cell.metadata)
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_tags_nbgrader_metadata_and_cell_ids_are_kept():
+    solution = example_solution()
+    student = make_student_notebook(_colab_run(solution))
+    assert [cell.id for cell in student.cells] == [cell.id for cell in solution.cells]
+    assert student.cells[2].metadata["tags"] == ["parameters"]
+    assert student.cells[3].metadata["tags"] == ["imports"]
+    assert student.cells[5].metadata["nbgrader"] == solution.cells[5].metadata["nbgrader"]
+    assert student.cells[6].metadata["nbgrader"]["points"] == 2
+
+
+def test_check_cells_may_fail_in_the_student_notebook():
+    student = make_student_notebook(example_solution())
+    assert student.cells[6].metadata["tags"] == ["raises-exception"]  # Run All goes past an unsolved exercise
+    assert [cell.metadata.get("tags") for cell in student.cells].count(["raises-exception"]) == 1
+
+
+def test_badge_points_to_notebooks():
+    student = make_student_notebook(example_solution())
+    title = student.cells[0].source
+    assert "/blob/main/notebooks/01_example.ipynb)" in title
+    assert "/solutions/" not in title
+
+
+def test_hidden_tests_and_solution_are_gone_from_the_student_notebook():
+    text = notebook_text(make_student_notebook(example_solution()))
+    assert "return len(text.split())" not in text
+    assert "spaced   out" not in text
+    assert "BEGIN" not in text and "END SOLUTION" not in text
+    assert 'checks.passed(\\"word_count counts words\\")' in text
+
+
+def test_nbval_markers_are_left_out_of_the_student_notebook():
+    solution = example_solution()
+    marked = next(cell for cell in solution.cells if "NBVAL_CHECK_OUTPUT" in cell.source)
+    student = make_student_notebook(solution)
+    released = next(cell for cell in student.cells if cell.id == marked.id)
+    assert "NBVAL" not in notebook_text(student)
+    assert released.source == marked.source.replace("# NBVAL_CHECK_OUTPUT\n", "")
+    assert without_nbval_markers("x = 1  # NBVAL_CHECK_OUTPUT is only a marker alone on its line") == (
+        "x = 1  # NBVAL_CHECK_OUTPUT is only a marker alone on its line")
+
+
+def test_make_student_notebook_is_pure_and_deterministic():
+    solution = _colab_run(example_solution())
+    before = notebook_text(solution)
+    first = notebook_text(make_student_notebook(solution))
+    second = notebook_text(make_student_notebook(copy.deepcopy(solution)))
+    assert first == second
+    assert notebook_text(solution) == before
+    assert first.endswith("}\n") and first.startswith('{\n "cells": [\n  {\n')
+
+
+# --- the setup cell ----------------------------------------------------------------------------------------------
+
+
+def _run_setup(source, monkeypatch, *, on_colab):
+    """Execute the setup cell with git, pip and chdir replaced by a recorder; the commands it would run."""
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(subprocess, "run", lambda cmd, **kwargs: calls.append(list(cmd)))
+        patch.setattr("os.chdir", lambda path: calls.append(["chdir", path]))
+        patch.setattr("os.path.isdir", lambda path: False)
+        patch.setattr(sys, "path", list(sys.path))
+        if on_colab:
+            patch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+        else:
+            patch.delitem(sys.modules, "google.colab", raising=False)
+        exec(compile(source, "<setup cell>", "exec"), {})
+    return calls
+
+
+def test_setup_cell_clones_and_installs_on_colab(monkeypatch):
+    settings = repo_settings()
+    clone, install, chdir = _run_setup(setup_cell_source(), monkeypatch, on_colab=True)
+    assert clone[:2] == ["git", "clone"] and "--depth" in clone
+    assert (
+        f"https://github.com/{settings['github_repo']}.git" in clone and clone[-1] == "/content/llm-workbook"
+    )
+    assert install == [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab_torch.txt",
+                       "-e", "/content/llm-workbook"]
+    assert chdir == ["chdir", "/content/llm-workbook"]
+
+
+def test_setup_cell_installs_extras(monkeypatch):
+    calls = _run_setup(setup_cell_source(("gpu",)), monkeypatch, on_colab=True)
+    assert calls[1][-1] == "/content/llm-workbook[gpu]"
+    # the GPU path's tested versions (constraints/colab-gpu.txt), beside the pin of Colab's torch
+    assert calls[1][calls[1].index("-c") + 1] == "/content/llm-workbook/constraints/colab-gpu.txt"
+    assert (paths.REPO_ROOT / "constraints" / "colab-gpu.txt").exists()
+    assert "/tmp/keep_colab_torch.txt" in calls[1]
+    assert "colab-gpu.txt" not in " ".join(_run_setup(setup_cell_source(), monkeypatch, on_colab=True)[1])
+
+
+def test_setup_cell_does_nothing_outside_colab(monkeypatch):
+    assert _run_setup(setup_cell_source(), monkeypatch, on_colab=False) == []
+
+
+def test_setup_cell_has_no_magics_and_rejects_odd_extras():
+    assert not any(line.lstrip().startswith(("!", "%")) for line in setup_cell_source().splitlines())
+    with pytest.raises(ValueError, match="optional-dependencies"):
+        setup_cell_source(("gpu; rm -rf /",))
+
+
+# --- validation --------------------------------------------------------------------------------------------------
+
+PATH = Path("solutions/01_example.ipynb")
+
+
+def test_the_example_solution_is_valid():
+    assert validate_solution_notebook(example_solution(), PATH) == []
+    assert validate_solution_notebook(read_notebook(EXAMPLE_SOLUTION), EXAMPLE_SOLUTION) == []
+
+
+def _break(mutate):
+    nb = example_solution()
+    mutate(nb)
+    return nb
+
+
+def _set(cell_index, **fields):
+    def mutate(nb):
+        for key, value in fields.items():
+            nb.cells[cell_index][key] = value
+
+    return mutate
+
+
+def _meta(cell_index, key, value):
+    def mutate(nb):
+        nb.cells[cell_index].metadata["nbgrader"][key] = value
+
+    return mutate
+
+
+def _hf_output(nb):
+    nb.cells[8].outputs = [nbformat.v4.new_output("stream", text="token hf_" + "a1B2" * 9 + "\n")]
+
+
+BROKEN = {
+    "title": (_set(0, source="# Example\n"), "cell 0: start with a markdown title"),
+    "badge missing": (_set(0, source="# 01 · Example\n"), "add the Colab badge"),
+    "badge elsewhere": (
+        lambda nb: nb.cells[0].update(source=nb.cells[0].source.replace("01_example", "02_x")),
+        "add the Colab badge",
+    ),
+    "setup edited": (
+        lambda nb: nb.cells[1].update(source=nb.cells[1].source + "\nprint(1)"),
+        "canonical setup",
+    ),
+    "no parameters tag": (lambda nb: nb.cells[2].metadata.pop("tags"), "tagged 'parameters'"),
+    "profile not first": (_set(2, source='TEXT = "a"\nPROFILE = "auto"'), 'must be PROFILE = "auto"'),
+    "profile not auto": (_set(2, source='PROFILE = "tiny"'), 'must be PROFILE = "auto"'),
+    "computed parameter": (_set(2, source='PROFILE = "auto"\nSTEPS = len("abc")'), "plain literals"),
+    "no imports tag": (lambda nb: nb.cells[3].metadata.pop("tags"), "tagged 'imports'"),
+    "work in imports": (
+        _set(3, source="from course_utils import checks\nx = checks.call(len, 'a')"),
+        "imports only",
+    ),
+    "no solution metadata": (
+        lambda nb: nb.cells[5].metadata.pop("nbgrader"),
+        "no nbgrader solution metadata",
+    ),
+    "no points": (_meta(6, "points", 0), "points > 0"),
+    "duplicate grade_id": (_meta(6, "grade_id", "nb01-word-count"), "already used"),
+    "foreign grade_id": (_meta(5, "grade_id", "nb02-word-count"), "must start with 'nb01-'"),
+    "check not next": (
+        lambda nb: nb.cells.insert(6, markdown("Now check it:")),
+        "directly followed by its check",
+    ),
+    "stray marker": (
+        _set(8, source="### BEGIN SOLUTION\nx = 1\n### END SOLUTION"),
+        "no nbgrader solution metadata",
+    ),
+    "hidden in plain cell": (
+        _set(8, source="### BEGIN HIDDEN TESTS\nx = 1\n### END HIDDEN TESTS"),
+        "hidden tests belong in a check cell",
+    ),
+    "unbalanced": (
+        lambda nb: nb.cells[5].update(source=nb.cells[5].source.replace("### END SOLUTION", "")),
+        "never closed",
+    ),
+    "solution without markers": (_set(5, source="def word_count(text):\n    return 0"), "without '### BEGIN"),
+    "token in output": (_hf_output, "looks like a Hugging Face token"),
+    "token in source": (_set(8, source="TOKEN = 'hf_" + "x" * 34 + "'"), "looks like a Hugging Face token"),
+    "check may fail": (
+        lambda nb: nb.cells[6].metadata.update(tags=["raises-exception"]),
+        "a check must pass",
+    ),
+    "duplicate cell id": (lambda nb: nb.cells[4].update(id="cell-5"), "used twice"),
+    "too short": (lambda nb: nb.update(cells=nb.cells[:2]), "starts with title, setup"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_validation_names_each_problem(case):
+    mutate, expected = BROKEN[case]
+    problems = validate_solution_notebook(_break(mutate), PATH)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_validation_checks_the_file_name_and_accepts_the_extras_setup():
+    assert any(
+        "NN_short_name" in p for p in validate_solution_notebook(example_solution(), Path("example.ipynb"))
+    )
+    nb = example_solution()
+    nb.cells[1].source = setup_cell_source(("gpu",))
+    assert validate_solution_notebook(nb, PATH) == []
+
+
+def test_markdown_answers_need_metadata_but_no_check_cell():
+    nb = example_solution()
+    nb.cells.append(
+        markdown(
+            "Why?\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION",
+            nbgrader={**solution_meta("nb01-why"), "grade": True, "points": 1},
+        )
+    )
+    nb.cells[-1]["id"] = "cell-why"
+    assert validate_solution_notebook(nb, PATH) == []
+    assert make_student_notebook(nb).cells[-1].source == "Why?\n\nYOUR ANSWER HERE"
+
+
+# --- release() on a folder ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folders(tmp_path):
+    solutions, notebooks = tmp_path / "solutions", tmp_path / "notebooks"
+    solutions.mkdir()
+    shutil.copy(EXAMPLE_SOLUTION, solutions / "01_example.ipynb")
+    return solutions, notebooks
+
+
+def test_release_writes_student_notebooks_then_is_in_sync(folders):
+    solutions, notebooks = folders
+    assert release(solutions, notebooks, check=True) == [notebooks / "01_example.ipynb"]
+    assert not notebooks.exists()  # check writes nothing
+    assert release(solutions, notebooks) == [notebooks / "01_example.ipynb"]
+    student = read_notebook(notebooks / "01_example.ipynb")
+    assert "raise NotImplementedError()" in student.cells[5].source
+    assert release(solutions, notebooks, check=True) == []
+    assert release(solutions, notebooks) == []
+
+
+def test_release_check_sees_a_hand_edited_student_notebook(folders):
+    solutions, notebooks = folders
+    release(solutions, notebooks)
+    target = notebooks / "01_example.ipynb"
+    target.write_text(target.read_text().replace("YOUR CODE HERE", "my code"))
+    assert release(solutions, notebooks, check=True) == [target]
+    release(solutions, notebooks)
+    assert "YOUR CODE HERE" in target.read_text()
+
+
+def test_release_removes_stale_notebooks_only(folders):
+    solutions, notebooks = folders
+    notebooks.mkdir()
+    (notebooks / "02_gone.ipynb").write_text("{}")
+    (notebooks / "README.md").write_text("keep me")
+    assert release(solutions, notebooks, check=True) == [
+        notebooks / "01_example.ipynb",
+        notebooks / "02_gone.ipynb",
+    ]
+    assert (notebooks / "02_gone.ipynb").exists()
+    release(solutions, notebooks)
+    assert sorted(path.name for path in notebooks.iterdir()) == ["01_example.ipynb", "README.md"]
+
+
+def test_release_refuses_an_invalid_solution(folders):
+    solutions, notebooks = folders
+    nb = read_notebook(solutions / "01_example.ipynb")
+    nb.cells[6].metadata["nbgrader"]["points"] = 0
+    nbformat.write(nb, solutions / "03_broken.ipynb")
+    with pytest.raises(ReleaseError, match=r"03_broken.ipynb: cell 6: check cell needs nbgrader points > 0"):
+        release(solutions, notebooks)
+    assert not notebooks.exists()
+
+
+# --- the real repository -----------------------------------------------------------------------------------------
+
+
+def _solution_lines(nb):
+    """(lines inside solution regions, lines inside hidden-test regions, lines outside both), stripped."""
+    inside: dict[str, set[str]] = {"solution": set(), "hidden": set()}
+    outside: set[str] = set()
+    for cell in nb.cells:
+        lines = cell.source.split("\n")
+        marked = set()
+        for region in find_regions(cell.source):
+            inside[region.kind].update(line.strip() for line in lines[region.begin + 1 : region.end])
+            marked.update(range(region.begin, region.end + 1))
+        outside.update(line.strip() for number, line in enumerate(lines) if number not in marked)
+    return inside["solution"], inside["hidden"], outside
+
+
+def leaked_lines(solution_nb, student_nb, *, solution_min=20, hidden_min=10) -> list[str]:
+    """Substantive lines of solution or hidden regions (not also found outside them) that the student can read."""
+    solution, hidden, outside = _solution_lines(solution_nb)
+    secrets = {line for line in solution - outside if len(line) >= solution_min}
+    secrets |= {line for line in hidden - outside if len(line) >= hidden_min}
+    student_lines = {line.strip() for cell in student_nb.cells for line in cell.source.split("\n")}
+    return sorted(secrets & student_lines)
+
+
+def test_leak_detector_finds_a_leak():
+    solution = example_solution()
+    student = make_student_notebook(solution)
+    assert leaked_lines(solution, student) == []
+    student.cells[5].source += "\n    return len(text.split())"
+    student.cells[6].source += "\n" + example_solution().cells[6].source.split("\n")[2]
+    assert len(leaked_lines(solution, student)) == 2
+
+
+def test_example_fixture_releases_without_leaks(folders):
+    solutions, notebooks = folders
+    release(solutions, notebooks)
+    assert leaked_lines(read_notebook(EXAMPLE_SOLUTION), read_notebook(notebooks / "01_example.ipynb")) == []
+
+
+@pytest.mark.skipif(not REAL_SOLUTIONS, reason=NO_REAL_NOTEBOOKS)
+def test_notebooks_folder_is_in_sync_with_solutions():
+    out_of_sync = release(check=True)
+    assert out_of_sync == [], "Run `python -m course_utils release` and commit notebooks/: " + ", ".join(
+        path.name for path in out_of_sync
+    )
+
+
+@pytest.mark.skipif(not REAL_SOLUTIONS, reason=NO_REAL_NOTEBOOKS)
+@pytest.mark.parametrize("path", REAL_SOLUTIONS, ids=[path.name for path in REAL_SOLUTIONS])
+def test_real_solution_notebook_is_valid(path):
+    assert validate_solution_notebook(read_notebook(path), path) == []
+
+
+@pytest.mark.skipif(not REAL_SOLUTIONS, reason=NO_REAL_NOTEBOOKS)
+@pytest.mark.parametrize("path", REAL_SOLUTIONS, ids=[path.name for path in REAL_SOLUTIONS])
+def test_no_solution_text_leaks_into_notebooks(path):
+    student_path = paths.notebooks_dir() / path.name
+    assert student_path.exists(), f"{student_path} is missing: run `python -m course_utils release`."
+    assert leaked_lines(read_notebook(path), read_notebook(student_path)) == []
+
+
+def test_a_notebook_without_exercises_is_valid():
+    nb = notebook([*header_cells("07_other.ipynb"), code("x = 1")])
+    assert validate_solution_notebook(nb, Path("07_other.ipynb")) == []
+
+
+@pytest.mark.parametrize("folder", ["solutions", "notebooks"])
+def test_every_notebook_opens_on_a_colab_gpu_and_keeps_colabs_torch(folder, monkeypatch):
+    from course_utils.course import paths
+
+    names = [p.name for p in solution_notebooks()]
+    for name in names:
+        nb = read_notebook(paths.REPO_ROOT / folder / name)
+        assert nb.metadata.get("accelerator") == "GPU" and nb.metadata["colab"]["gpuType"], name
+        setup = nb.cells[1].source
+        calls = _run_setup(setup, monkeypatch, on_colab=True)
+        install = next(call for call in calls if call[:4] == [sys.executable, "-m", "pip", "install"])
+        constraints = [install[i + 1] for i, arg in enumerate(install) if arg == "-c"]
+        assert "/tmp/keep_colab_torch.txt" in constraints, name
+        pins = Path("/tmp/keep_colab_torch.txt").read_text().split()
+        assert any(pin.startswith("torch==") for pin in pins), (name, pins)
+
+
+def test_a_notebook_without_the_gpu_runtime_is_refused():
+    solution = example_solution()
+    for key in ("accelerator", "colab"):
+        solution.metadata.pop(key, None)
+    assert any("CPU runtime" in p for p in validate_solution_notebook(solution, "01_example.ipynb"))
