@@ -151,6 +151,7 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import tempfile
 
     import torch
+    from transformers import set_seed
 
     from course_utils.course import env, sources
     from course_utils.finetuning import finetune_launch, sft_data, trainer_callbacks
@@ -163,7 +164,7 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     device = torch.device("cuda", 0) if spec["device"] == "cuda" else torch.device("cpu")
-    env.set_seed(seed)
+    set_seed(seed)
     model, tokenizer = finetune_launch.load_for_training(args, sources.resolve_model(spec["model"]).location, device,
                                                          spec["load_in_4bit"], use_unsloth)
     data = sources.load_text_dataset("zorbish")

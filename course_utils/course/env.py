@@ -12,7 +12,6 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import random
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -227,33 +226,6 @@ def grad_scaler(precision: Precision) -> Any:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Seeding, Colab
-
-
-def set_seed(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch (every CUDA device too); ``deterministic`` also asks torch for deterministic kernels.
-
-    Deterministic mode warns (rather than fails) on operations that have no deterministic kernel, and can be slower.
-    """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    random.seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)  # affects subprocesses (DataLoader workers), not this interpreter
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:
-        pass
-    import torch
-
-    torch.manual_seed(seed)  # seeds the CPU generator and every CUDA device
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs this to be deterministic
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
 
 
 def in_colab() -> bool:

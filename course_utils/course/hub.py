@@ -43,5 +43,11 @@ def cached_snapshot(repo_id: str, repo_type: str = "model") -> Path | None:
 
 
 def token_present() -> bool:
-    """Whether a Hub token is available in the environment (never returns or prints the token)."""
-    return bool(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
+    """Whether huggingface_hub finds a token (never returns or prints it).
+
+    ``huggingface_hub.get_token()`` looks where the Hub's own tools do: ``HF_TOKEN``, the file ``hf auth login``
+    writes, and Colab's secrets.
+    """
+    from huggingface_hub import get_token
+
+    return get_token() is not None

@@ -212,23 +212,30 @@ def find_regions(source: str) -> list[Region]:
 
 
 def student_source(source: str, cell_type: str = "code") -> str:
-    """``source`` with solution regions replaced by the stub and hidden-test regions removed."""
-    regions = find_regions(source)
-    if not regions:
+    """``source`` with solution regions replaced by the stub and hidden-test regions removed.
+
+    nbgrader's own preprocessors do it (``ClearSolutions``, ``ClearHiddenTests``), so the student version is what
+    ``nbgrader generate_assignment`` would write; ``tests/course/test_nbgrader.py`` checks the two agree.
+    """
+    if not find_regions(source):
         return source
-    lines = source.split("\n")
-    out: list[str] = []
-    position = 0
-    for region in regions:
-        out.extend(lines[position : region.begin])
-        if region.kind == "solution":
-            stub = CODE_STUB if cell_type == "code" else (ANSWER_STUB,)
-            out.extend(region.indent + stub_line for stub_line in stub)
-        position = region.end + 1
-    out.extend(lines[position:])
-    while out and not out[-1].strip():  # a removed region at the end leaves no blank tail
-        out.pop()
-    return "\n".join(out)
+    return _nbgrader_cleared(source, cell_type, solutions=True)
+
+
+def _nbgrader_cleared(source: str, cell_type: str, *, solutions: bool) -> str:
+    from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
+
+    cell = nbformat.v4.new_code_cell(source) if cell_type == "code" else nbformat.v4.new_markdown_cell(source)
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    resources: dict[str, Any] = {}
+    if solutions:  # the stubs are nbgrader's defaults, the same as CODE_STUB and ANSWER_STUB
+        nb, resources = ClearSolutions(enforce_metadata=False).preprocess(nb, resources)
+    nb, _ = ClearHiddenTests(enforce_metadata=False).preprocess(nb, resources)
+    # nbgrader keeps the blank lines a region at the end of a cell leaves behind; a released cell ends with code.
+    lines = nb.cells[0].source.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines)
 
 
 def without_nbval_markers(source: str) -> str:
@@ -237,14 +244,10 @@ def without_nbval_markers(source: str) -> str:
 
 
 def visible_source(source: str) -> str:
-    """``source`` without its hidden-test regions (solution regions are left alone)."""
-    regions = [region for region in find_regions(source) if region.kind == "hidden"]
-    lines = source.split("\n")
-    hidden = {number for region in regions for number in range(region.begin, region.end + 1)}
-    kept = [line for number, line in enumerate(lines) if number not in hidden]
-    while regions and kept and not kept[-1].strip():
-        kept.pop()
-    return "\n".join(kept)
+    """``source`` without its hidden-test regions (solution regions are left alone), by nbgrader's ClearHiddenTests."""
+    if not any(region.kind == "hidden" for region in find_regions(source)):
+        return source
+    return _nbgrader_cleared(source, "code", solutions=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,7 +267,9 @@ def cell_tags(cell: NotebookNode) -> list[str]:
 
 def make_student_notebook(nb: NotebookNode) -> NotebookNode:
     """The student version of a solution notebook: stubs for solutions, no hidden tests, no outputs, no Colab state."""
-    student = copy.deepcopy(nb)
+    from nbgrader.preprocessors import ClearOutput
+
+    student, _ = ClearOutput().preprocess(copy.deepcopy(nb), {})  # outputs and execution counts, as nbgrader clears them
     for key in _NOTEBOOK_METADATA_DROPPED:
         student.metadata.pop(key, None)
     student.metadata.update(copy.deepcopy(COLAB_GPU_METADATA))
@@ -279,8 +284,6 @@ def make_student_notebook(nb: NotebookNode) -> NotebookNode:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
             cell.source = without_nbval_markers(cell.source)
-            cell.outputs = []
-            cell.execution_count = None
             meta = nbgrader_meta(cell)
             if meta.get("grade") and not meta.get("solution") and RAISES_TAG not in cell_tags(cell):
                 # An unsolved exercise fails its check; with this tag "Run All", nbval and nbclient go on.

@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     use_unsloth, why = choose_backend(args.backend, args.device)  # imports unsloth first where it is used
 
     import torch
+    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
     from course_utils.course import env, profiles, sources
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     output_dir = Path(args.output_dir) if args.output_dir else paths.work_dir("finetune_script")
     on_gpu = args.device == "cuda" or (args.device is None and torch.cuda.is_available())
     device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
-    env.set_seed(args.seed)
+    set_seed(args.seed)
 
     location = sources.resolve_model(model_name).location
     model, tokenizer = load_for_training(args, location, device, load_in_4bit, use_unsloth)

@@ -312,7 +312,7 @@ def hub_gate(flag: bool, repo_id: str | None) -> HubGate:
     if not repo_id:
         missing.append("HUB_REPO_ID is not set")
     if not hub.token_present():
-        missing.append("no Hub token in the environment (HF_TOKEN)")
+        missing.append("no Hub token (set HF_TOKEN, run `hf auth login`, or add it to Colab's secrets)")
     if hub.offline_requested() or not hub.hub_reachable():
         missing.append("the Hub is not reachable (offline)")
     if missing:

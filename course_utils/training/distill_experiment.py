@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from transformers import set_seed
 
 from course_utils.course import env
 from course_utils.course.sources import load_text_dataset, resolve_model
@@ -63,7 +64,7 @@ def fresh_student(config: Any, seed: int) -> torch.nn.Module:
     """
     from transformers import AutoModelForCausalLM
 
-    env.set_seed(seed)
+    set_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
@@ -161,7 +162,7 @@ def make_student(arm: Arm, teacher: torch.nn.Module, student_config: Any, seed: 
     """The arm's starting student: random weights from ``seed``, or copies of teacher layers (``arm.layer_rule``)."""
     if arm.init == "random":
         return fresh_student(student_config, seed)
-    env.set_seed(seed)
+    set_seed(seed)
     layers = distill.teacher_layers_for_student(teacher.config.num_hidden_layers, student_config.num_hidden_layers,
                                                 arm.layer_rule)
     return copied_student(teacher, student_config, layers)
@@ -200,7 +201,7 @@ def run_arm(arm: Arm, teacher: torch.nn.Module, student_config: Any, train_loade
     student = make_student(arm, teacher, student_config, seed).to(device)
     loss_fn = {} if arm.alpha == 0 else {
         "loss_fn": distill.kd_loss_fn(teacher, alpha=arm.alpha, temperature=arm.temperature)}
-    env.set_seed(seed)
+    set_seed(seed)
     wall, cpu = time.perf_counter(), time.process_time()
     state, _ = train(student, train_loader, val_loader, cfg, device=device, progress=progress,
                      **_mixed_precision(precision), **loss_fn)
@@ -341,7 +342,7 @@ def fine_tune_on_pairs(student_config: Any, tokenizer: Any, prompts: Sequence[st
     """A fresh student (from ``seed``) fine-tuned on (prompt, response) pairs, the loss on the responses only."""
     data = distill.prompt_response_dataset(tokenizer, prompts, responses, max_length)
     student = fresh_student(student_config, seed).to(device)
-    env.set_seed(seed)
+    set_seed(seed)
     train(student, make_train_loader(data, batch_size, seed=seed), None, cfg, device=device, progress=progress,
           **_mixed_precision(precision))
     return student.eval()

@@ -39,7 +39,10 @@ def test_compare_logits():
         sharing.compare_logits(a, a[:, :2])
 
 
-def test_hub_gate_is_closed_without_flag_or_token(monkeypatch):
+def test_hub_gate_is_closed_without_flag_or_token(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setenv("HF_TOKEN", "not-a-real-token-value")
     gate = sharing.hub_gate(False, "me/model")
     assert not gate.enabled and "PUSH_TO_HUB" in gate.reason and "not-a-real" not in str(gate)
