@@ -31,20 +31,18 @@ TORCH_BOUND = re.compile(r"^(torch|torchvision|torchaudio|triton|xformers|nvidia
 SOURCE_ONLY = {"rouge-score": ["absl-py", "nltk", "numpy", "six"]}
 
 
-def requirements(pyproject: Path) -> tuple[list[str], list[str]]:
+def requirements() -> tuple[list[str], list[str]]:
     """(what pip resolves, source-only packages) for the runtime dependencies plus the ``gpu`` extra."""
-    import tomllib  # Python 3.11+
+    from course_utils.course import project
 
-    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    wanted = list(project["dependencies"]) + list(project.get("optional-dependencies", {}).get("gpu", []))
     resolved, source_only = [], []
-    for requirement in wanted:
-        name = re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+    for requirement in [*project.requirements(), *project.requirements("gpu")]:
+        name = requirement.name.lower().replace("_", "-")
         if name in SOURCE_ONLY:
             source_only.append(name)
             resolved += SOURCE_ONLY[name]
         else:
-            resolved.append(requirement)
+            resolved.append(str(requirement))
     return resolved, source_only
 
 
@@ -76,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the torch the resolution assumes (default: CI's); it is not written to the file")
     parser.add_argument("--out", type=Path, default=REPO / "constraints" / "colab-gpu.txt")
     args = parser.parse_args(argv)
-    wanted, source_only = requirements(REPO / "pyproject.toml")
+    wanted, source_only = requirements()
     versions = resolve(wanted, args.torch)
     versions.update({name: ci_version(name) for name in source_only})
     kept = {name: version for name, version in versions.items() if not TORCH_BOUND.match(name)}

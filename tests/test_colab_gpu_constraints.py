@@ -36,11 +36,10 @@ def test_the_pins_satisfy_the_gpu_extra_and_leave_torch_alone(script):
     assert "torch" not in pinned and {"unsloth", "bitsandbytes", "peft", "trl"} <= set(pinned)
 
 
-def test_source_only_packages_are_resolved_through_their_dependencies(script, tmp_path):
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[project]\nname = "x"\ndependencies = ["torch>=2.4", "rouge-score>=0.1.2"]\n'
-                         '[project.optional-dependencies]\ngpu = ["unsloth>=2026.10.9"]\n')
-    wanted, source_only = script.requirements(pyproject)
+def test_source_only_packages_are_resolved_through_their_dependencies(script):
+    wanted, source_only = script.requirements()
     assert source_only == ["rouge-score"]
-    assert wanted == ["torch>=2.4", "absl-py", "nltk", "numpy", "six", "unsloth>=2026.10.9"]
+    assert not any(w.startswith("rouge") for w in wanted)
+    assert {"absl-py", "nltk", "six"} <= set(wanted) and "torch>=2.4" in wanted
+    assert any(w.startswith("unsloth>=") for w in wanted)  # the gpu extra
     assert pins()["rouge-score"] == script.ci_version("rouge-score")
