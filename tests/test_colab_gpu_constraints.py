@@ -41,5 +41,5 @@ def test_source_only_packages_are_resolved_through_their_dependencies(script):
     assert source_only == ["rouge-score"]
     assert not any(w.startswith("rouge") for w in wanted)
     assert {"absl-py", "nltk", "six"} <= set(wanted) and "torch>=2.4" in wanted
-    assert any(w.startswith("unsloth>=") for w in wanted)  # the gpu extra
+    assert any(w.startswith("unsloth") for w in wanted)  # the gpu extra
     assert pins()["rouge-score"] == script.ci_version("rouge-score")
