@@ -20,7 +20,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 help:
 	@echo "make run      execute every solution notebook (papermill, tiny profile); summary in build/summary.md"
-	@echo "make test     ruff, then pytest: unit tests, release checks, data rebuild, notebooks (papermill + nbval)"
+	@echo "make test     ruff, then pytest: unit tests, release checks, data rebuild, every notebook executed once"
 	@echo "make test-fast  the same without the slow tests (no notebook execution, no data rebuild)"
 	@echo "make test-other-cpu  make test as a CPU without AVX-512 BF16 runs it (torch's AVX2 kernels, bitsandbytes' generic one)"
 	@echo "make test-colab the colab profile rehearsed on the CPU: every notebook against hub stand-ins (build/colab/)"
@@ -65,7 +65,7 @@ lint: $(STAMP)
 
 # One math thread per pytest worker: two workers with two OpenMP threads each on two cores spin against each other
 # (measured: a notebook took 6x the CPU time), and every notebook kernel inherits the setting.
-PYTEST_ALL = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope --nbval-lax tests solutions
+PYTEST_ALL = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope tests
 test: lint
 	$(PYTEST_ALL)
 

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Modules of the dev extra (pyproject.toml) that the instructors' commands import.
-_DEV_MODULES = {"nbformat", "papermill", "nbval", "nbgrader", "ipykernel"}
+_DEV_MODULES = {"nbformat", "papermill", "nbgrader", "ipykernel"}
 
 
 class _UsageError(Exception):

@@ -286,7 +286,7 @@ def make_student_notebook(nb: NotebookNode) -> NotebookNode:
             cell.source = without_nbval_markers(cell.source)
             meta = nbgrader_meta(cell)
             if meta.get("grade") and not meta.get("solution") and RAISES_TAG not in cell_tags(cell):
-                # An unsolved exercise fails its check; with this tag "Run All", nbval and nbclient go on.
+                # An unsolved exercise fails its check; with this tag "Run All", papermill and nbclient go on.
                 cell.metadata["tags"] = [*cell_tags(cell), RAISES_TAG]
         if cell.cell_type == "markdown":
             cell.source = _COLAB_SOLUTIONS_LINK.sub(r"\1/notebooks/", cell.source)

@@ -8,6 +8,7 @@ others. The summary goes to ``build/summary.json`` and ``build/summary.md``.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import platform
@@ -249,6 +250,53 @@ def copy_outputs(executed_path: Path, solution_path: Path) -> int:
         updated += 1
     write_notebook(solution, solution_path)
     return updated
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checked outputs: the cells whose output is the same on every run and every machine
+
+CHECK_OUTPUT_MARKER = "# NBVAL_CHECK_OUTPUT"  # nbval's name for the mark, so nbval could check the same cells
+
+
+def checked_output_differences(solution_path: Path, executed_path: Path) -> list[str]:
+    """Marked cells of the solution whose executed output is not the stored one, each with a short diff.
+
+    Compared: the text a reader sees (streams, ``text/plain`` and errors), line by line, trailing spaces ignored.
+    Cells are matched by cell id, as :func:`copy_outputs` matches them.
+    """
+    executed = {cell.get("id"): cell for cell in read_notebook(executed_path).cells if cell.cell_type == "code"}
+    problems = []
+    for index, cell in enumerate(read_notebook(solution_path).cells):
+        if cell.cell_type != "code" or CHECK_OUTPUT_MARKER not in cell.source.split("\n"):
+            continue
+        run = executed.get(cell.get("id"))
+        stored, now = _seen_text(cell.get("outputs", [])), _seen_text(run.get("outputs", []) if run else [])
+        if run is None:
+            problems.append(f"cell {index} (`{_first_line(cell.source)}`): not in the executed notebook")
+        elif not cell.get("outputs"):
+            problems.append(f"cell {index}: no stored output to compare with; store one with --update-solutions")
+        elif stored != now:
+            diff = list(difflib.unified_diff(stored, now, "stored", "now", lineterm="", n=0))[2:8]
+            problems.append(f"cell {index} (`{_first_line(cell.source)}`) printed something else:\n  "
+                            + "\n  ".join(diff))
+    return problems
+
+
+def _seen_text(outputs: list[Any]) -> list[str]:
+    text = []
+    for out in outputs:
+        kind = out.get("output_type")
+        if kind == "stream":
+            text.append(_joined(out.get("text", "")))
+        elif kind in ("execute_result", "display_data"):
+            text.append(_joined(out.get("data", {}).get("text/plain", "")))
+        elif kind == "error":
+            text.append(f"{out.get('ename')}: {out.get('evalue')}")
+    return [line.rstrip() for line in "".join(text).split("\n")]
+
+
+def _joined(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
