@@ -11,8 +11,8 @@ import pytest
 from nb_builders import EXAMPLE_SOLUTION, code, example_solution, markdown, notebook
 
 from course_utils.__main__ import main
-from course_utils.course.release import make_student_notebook, read_notebook, validate_solution_notebook
 from course_utils.course import runner
+from course_utils.course.release import make_student_notebook, read_notebook, validate_solution_notebook
 from course_utils.course.runner import FailedCell, RunResult, copy_outputs, run_notebooks, summary_markdown
 from course_utils.reporting.key_figures import FIGURES_ENV
 
