@@ -349,6 +349,7 @@ def validate_solution_notebook(nb: NotebookNode, path: Path | str) -> list[str]:
     problems += _check_rubrics(cells)
     problems += _check_secrets(cells)
     problems += _check_colab_runtime(nb)
+    problems += _check_modules_line(nb)
     return problems
 
 
@@ -372,6 +373,36 @@ def _check_title(cell: NotebookNode, name: str, number: str | None) -> list[str]
     if COLAB_BADGE_IMAGE not in cell.source or f"({url})" not in cell.source:
         problems.append(f"cell 0: add the Colab badge [![Open In Colab]({COLAB_BADGE_IMAGE})]({url}).")
     return problems
+
+
+MODULES_PREFIX = "Helpers it uses (`course_utils`): "
+
+
+def imported_modules(nb: NotebookNode) -> list[str]:
+    """``group.module`` of each ``course_utils`` module the notebook's imports cell brings in, in import order."""
+    modules: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "imports" not in cell_tags(cell):
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("course_utils."):
+                continue
+            group = node.module.removeprefix("course_utils.")
+            names = [group] if "." in group else [f"{group}.{alias.name}" for alias in node.names]
+            modules += [name for name in names if name not in modules]
+    return modules
+
+
+def modules_line(nb: NotebookNode) -> str:
+    """The title cell's line that names the helper modules the notebook imports."""
+    return MODULES_PREFIX + ", ".join(f"`{name}`" for name in imported_modules(nb))
+
+
+def _check_modules_line(nb: NotebookNode) -> list[str]:
+    expected = modules_line(nb)
+    if imported_modules(nb) and expected not in nb.cells[0].source.split("\n"):
+        return [f"cell 0: list the helpers the imports cell uses; add (or replace) the line: {expected}"]
+    return []
 
 
 def _check_setup(cell: NotebookNode) -> list[str]:

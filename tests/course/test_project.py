@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.__main__ import main
-from course_utils.course import env, install_torch, paths, project
+from course_utils.course import env, paths, project
 
 
 def test_minimum_versions_come_from_pyproject():
@@ -25,11 +25,11 @@ def test_minimum_versions_come_from_pyproject():
 def test_a_colab_runtime_installs_the_runtime_stack_only():
     runtime = {r.name.lower() for r in project.requirements()}
     assert {"torch", "transformers", "peft", "trl", "bitsandbytes"} <= runtime
-    tools = {"jupyterlab", "papermill", "nbval", "nbformat", "nbgrader", "pytest", "ruff", "unsloth", "ipykernel"}
+    tools = {"jupyterlab", "papermill", "nbformat", "nbgrader", "pytest", "ruff", "unsloth", "ipykernel"}
     assert not runtime & tools
     assert {"dev", "lab", "gpu"} <= set(project.extras())
     assert {r.name for r in project.requirements("lab")} == {"jupyterlab"}
-    assert {"papermill", "nbval", "nbgrader", "pytest"} <= {r.name for r in project.requirements("dev")}
+    assert {"papermill", "nbgrader", "pytest"} <= {r.name for r in project.requirements("dev")}
 
 
 def test_every_third_party_import_of_the_package_is_declared():
@@ -80,6 +80,8 @@ def test_supported_python_is_said_once_and_everywhere_alike():
 
 # Standard-library modules that Python 3.12 or 3.13 removed (PEP 594, PEP 632 and imp): a module that imports one
 # works on 3.11 and fails on Colab's Python.
+
+
 REMOVED_AFTER_311 = {"distutils", "imp", "asynchat", "asyncore", "smtpd", "aifc", "audioop", "cgi", "cgitb", "chunk",
                      "crypt", "imghdr", "mailcap", "msilib", "nis", "nntplib", "ossaudiodev", "pipes", "sndhdr",
                      "spwd", "sunau", "telnetlib", "uu", "xdrlib", "lib2to3"}
@@ -97,28 +99,6 @@ def test_code_parses_as_python_311_and_uses_no_module_later_pythons_removed(fold
 
 
 # --- set-up -------------------------------------------------------------------------------------------------------
-
-
-def test_torch_comes_from_the_cpu_index_on_linux_when_it_answers():
-    commands, what = install_torch.plan("Linux", True, "constraints/ci-cpu.txt")
-    assert commands[0][-2:] == ["--extra-index-url", install_torch.CPU_INDEX]
-    assert "-c" in commands[0] and commands[1] == commands[0][:-2]  # the fallback: the default index
-    assert "CPU build" in what
-
-
-def test_without_the_cpu_index_linux_says_what_the_default_index_gives():
-    commands, what = install_torch.plan("Linux", False, None)
-    assert len(commands) == 1 and install_torch.CPU_INDEX not in commands[0]
-    assert "CUDA build of several GB" in what and "local CPU wheel" in what
-
-
-def test_macos_takes_the_default_index():
-    commands, what = install_torch.plan("Darwin", True, None)
-    assert commands == [[sys.executable, "-m", "pip", "install", "--quiet", "torch"]] and "MPS" in what
-
-
-def test_an_unreachable_index_is_detected_quickly():
-    assert install_torch.index_reachable("http://127.0.0.1:9", timeout=2) is False
 
 
 def test_make_setup_stops_on_an_old_python_and_says_which_to_use(tmp_path):
