@@ -8,7 +8,14 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils.course.release import COLAB_GPU_METADATA, badge_url, setup_cell_source, write_notebook
+from course_utils.course.release import (
+    COLAB_GPU_METADATA,
+    badge_url,
+    imported_modules,
+    modules_line,
+    setup_cell_source,
+    write_notebook,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLE_SOLUTION = FIXTURES / "solutions" / "01_example.ipynb"
@@ -88,11 +95,15 @@ def header_cells(
 ) -> list[NotebookNode]:
     """The four cells every solution notebook starts with: title with badge, setup, parameters, imports."""
     badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({badge_url(name)})"
+    imports_cell = code(imports or "from course_utils import checks", tags=("imports",))
+    # The title names the helper modules the imports cell brings in, as the release requires.
+    imports_only = notebook([imports_cell])
+    helpers_line = f"\n\n{modules_line(imports_only)}" if imported_modules(imports_only) else ""
     return [
-        markdown(f"# {name[:2]} · {title}\n\nWhat this notebook answers.\n\n{badge}"),
+        markdown(f"# {name[:2]} · {title}\n\nWhat this notebook answers.{helpers_line}\n\n{badge}"),
         code(setup_cell_source()),
         code('PROFILE = "auto"' + (f"\n{parameters}" if parameters else ""), tags=("parameters",)),
-        code(imports or "from course_utils import checks", tags=("imports",)),
+        imports_cell,
     ]
 
 
