@@ -3,6 +3,8 @@
     python scripts/benchmark.py            # clone HEAD into a temporary folder and measure there
 
 A benchmark, not a test: the numbers depend on the machine, so they are measured here and written with it.
+In the same sitting it also times the test command as it was before notebooks ran once (papermill in
+tests/test_notebooks.py and nbval over solutions/ again), so the two figures compare like with like.
 """
 
 from __future__ import annotations
@@ -43,15 +45,26 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, Python {platform.python_version()}, no GPU"
 
 
+# `make test` before it executed each notebook once: the same suite plus nbval re-executing every solution notebook.
+BEFORE_TEST = ("OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python -m pytest -n 2 --dist loadscope --nbval-lax "
+               "tests solutions")
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "llm-workbook"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         rows = []
-        for label, target in (("install (`make setup`, fresh clone)", "setup"), ("`make test`", "test"),
-                              ("`make run`", "run")):
+        steps = (
+            ("install (`make setup`, fresh clone)", "setup", ["make", "setup"]),
+            ("`make test` (each notebook executed once)", "test", ["make", "test"]),
+            ("before: `make test` with nbval as well (each notebook executed twice)", "test-before",
+             ["bash", "-c", f".venv/bin/python -m pip install --quiet 'nbval>=0.11' && make test PYTEST_ALL='{BEFORE_TEST}'"]),
+            ("`make run`", "run", ["make", "run"]),
+        )
+        for label, name, command in steps:
             print(f"timing {label} ...", flush=True)
-            seconds, status, tail = timed(["make", target], clone, ROOT / "build" / f"benchmark-{target}.log")
+            seconds, status, tail = timed(command, clone, ROOT / "build" / f"benchmark-{name}.log")
             rows.append((label, seconds, status))
             if status != 0:
                 print(tail, file=sys.stderr)

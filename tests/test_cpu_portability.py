@@ -38,7 +38,9 @@ def _nf4_tolerance(*runs: dict) -> float:
 
 @cache
 def probe(**settings: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", **settings}
+    # Two threads unless a variant says otherwise: `make test` runs with one (OMP and MKL), which torch would inherit.
+    threads = settings.pop("threads", "2")
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **settings}
     result = subprocess.run([sys.executable, str(PROBE)], capture_output=True, text=True, env=env, timeout=600,
                             cwd=PROBE.parents[2])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -69,8 +71,7 @@ def test_the_plain_cpu_kernels_give_the_hosts_figures():
 @pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no other thread count to compare with")
 def test_one_thread_gives_the_figures_of_two():
-    # Explicit counts: `make test` runs with OMP_NUM_THREADS=1, which the probes would inherit.
-    one, two = probe(OMP_NUM_THREADS="1"), probe(OMP_NUM_THREADS="2")
+    one, two = probe(threads="1"), probe()
     assert (one["threads"], two["threads"]) == (1, 2)
     _compare(one, two, _nf4_tolerance(one, two))
 

@@ -261,7 +261,8 @@ CHECK_OUTPUT_MARKER = "# NBVAL_CHECK_OUTPUT"  # nbval's name for the mark, so nb
 def checked_output_differences(solution_path: Path, executed_path: Path) -> list[str]:
     """Marked cells of the solution whose executed output is not the stored one, each with a short diff.
 
-    Compared: the text a reader sees (streams, ``text/plain`` and errors), line by line, trailing spaces ignored.
+    Compared: what the cell prints (stdout, ``text/plain`` and errors), line by line, trailing spaces ignored; not
+    stderr, where progress bars (with their rates) and library warnings go.
     Cells are matched by cell id, as :func:`copy_outputs` matches them.
     """
     executed = {cell.get("id"): cell for cell in read_notebook(executed_path).cells if cell.cell_type == "code"}
@@ -286,7 +287,7 @@ def _seen_text(outputs: list[Any]) -> list[str]:
     text = []
     for out in outputs:
         kind = out.get("output_type")
-        if kind == "stream":
+        if kind == "stream" and out.get("name") == "stdout":
             text.append(_joined(out.get("text", "")))
         elif kind in ("execute_result", "display_data"):
             text.append(_joined(out.get("data", {}).get("text/plain", "")))

@@ -231,3 +231,26 @@ def test_unmarked_cells_may_change(tmp_path):
 def test_a_marked_cell_without_a_stored_output_says_how_to_store_one(tmp_path):
     problems = _checked_pair(tmp_path, None, "x\n", stored_outputs=False)
     assert problems and "--update-solutions" in problems[0]
+
+
+def test_stderr_of_a_checked_cell_may_change(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from course_utils.course.release import write_notebook
+
+    def book(rate):
+        cell = new_code_cell("# NBVAL_CHECK_OUTPUT\nsave_and_print()")
+        cell["id"] = "c1"
+        cell.outputs = [new_output("stream", name="stderr", text=f"Writing: 100%|##| 1/1 [00:00, {rate}it/s]"),
+                        new_output("stream", name="stdout", text="| model | tensors |\n")]
+        return new_notebook(cells=[cell])
+
+    solution, executed = tmp_path / "solution.ipynb", tmp_path / "executed.ipynb"
+    write_notebook(book(110.49), solution)
+    write_notebook(book(91.13), executed)
+    assert runner.checked_output_differences(solution, executed) == []
+    write_notebook(book(91.13), solution)
+    executed_nb = book(91.13)
+    executed_nb.cells[0].outputs[1]["text"] = "| model | other |\n"
+    write_notebook(executed_nb, executed)
+    assert runner.checked_output_differences(solution, executed)  # stdout still counts

@@ -95,6 +95,10 @@ def test_teacher_beats_its_student(manifest):
 def test_rebuild_reproduces_the_committed_data(tmp_path, manifest):
     rebuilt = build_all(tmp_path / "data", progress=False)
     assert compare_manifests(manifest, rebuilt) == []
+    # Everyone can read what the build writes (the grader's sandbox runs as another user).
+    unreadable = [str(p.relative_to(tmp_path)) for p in (tmp_path / "data").rglob("*") if p.is_file()
+                  and not p.stat().st_mode & 0o004]
+    assert not unreadable, f"files only their owner can read: {unreadable}"
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-llama-student"])
