@@ -23,7 +23,7 @@ from nbformat import NotebookNode
 from course_utils.course import paths
 from course_utils.course.release import cell_tags, read_notebook, write_notebook
 from course_utils.reporting.key_figures import FIGURES_ENV
-from course_utils.reporting.stored_outputs import settle_progress_bars
+from course_utils.reporting.stored_outputs import PROGRESS_METER, settle_progress_bars
 
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
 
@@ -262,7 +262,7 @@ def checked_output_differences(solution_path: Path, executed_path: Path) -> list
     """Marked cells of the solution whose executed output is not the stored one, each with a short diff.
 
     Compared: what the cell prints (stdout, ``text/plain`` and errors), line by line, trailing spaces ignored; not
-    stderr, where progress bars (with their rates) and library warnings go.
+    stderr (library warnings) nor progress bars, whose rates change from run to run.
     Cells are matched by cell id, as :func:`copy_outputs` matches them.
     """
     executed = {cell.get("id"): cell for cell in read_notebook(executed_path).cells if cell.cell_type == "code"}
@@ -290,7 +290,9 @@ def _seen_text(outputs: list[Any]) -> list[str]:
         if kind == "stream" and out.get("name") == "stdout":
             text.append(_joined(out.get("text", "")))
         elif kind in ("execute_result", "display_data"):
-            text.append(_joined(out.get("data", {}).get("text/plain", "")))
+            plain = _joined(out.get("data", {}).get("text/plain", ""))
+            if not (kind == "display_data" and PROGRESS_METER.search(plain)):  # a settled tqdm bar
+                text.append(plain)
         elif kind == "error":
             text.append(f"{out.get('ename')}: {out.get('evalue')}")
     return [line.rstrip() for line in "".join(text).split("\n")]

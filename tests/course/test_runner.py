@@ -233,7 +233,7 @@ def test_a_marked_cell_without_a_stored_output_says_how_to_store_one(tmp_path):
     assert problems and "--update-solutions" in problems[0]
 
 
-def test_stderr_of_a_checked_cell_may_change(tmp_path):
+def test_stderr_and_progress_bars_of_a_checked_cell_may_change(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
     from course_utils.course.release import write_notebook
@@ -248,6 +248,13 @@ def test_stderr_of_a_checked_cell_may_change(tmp_path):
     solution, executed = tmp_path / "solution.ipynb", tmp_path / "executed.ipynb"
     write_notebook(book(110.49), solution)
     write_notebook(book(91.13), executed)
+    assert runner.checked_output_differences(solution, executed) == []
+    settled = [new_output("display_data", data={"text/plain": f"Writing: 100%|##| 1/1 [00:00<00:00, {rate}it/s]"})
+               for rate in (110.49, 91.13)]  # a settled widget bar (stored_outputs.settle_progress_bars)
+    for rate, bar, path in ((110.49, settled[0], solution), (91.13, settled[1], executed)):
+        nb = book(rate)
+        nb.cells[0].outputs.insert(1, bar)
+        write_notebook(nb, path)
     assert runner.checked_output_differences(solution, executed) == []
     write_notebook(book(91.13), solution)
     executed_nb = book(91.13)
