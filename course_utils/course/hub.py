@@ -51,3 +51,30 @@ def token_present() -> bool:
     from huggingface_hub import get_token
 
     return get_token() is not None
+
+
+def access_problem(repo_id: str, repo_type: str = "model") -> str | None:
+    """None when this machine may download ``repo_id`` from the Hub, else one sentence saying why not and what to do.
+
+    Gated repositories (Meta's Llama models, for instance) need an accepted licence and a token that carries it;
+    asking once here (``huggingface_hub.auth_check``) replaces the gated-repository traceback that every process of
+    a multi-GPU launch would print otherwise. The token is never read into this code or printed.
+    """
+    from huggingface_hub import auth_check
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    page = f"https://huggingface.co/{repo_id}"
+    try:
+        auth_check(repo_id, repo_type=repo_type)
+    except GatedRepoError:
+        if not token_present():
+            return (f"{repo_id} is a gated repository and no Hugging Face token was found: accept its licence on "
+                    f"{page}, then set HF_TOKEN (or run `hf auth login`) and launch again.")
+        return (f"{repo_id} is a gated repository and your Hugging Face token has no access to it yet: request "
+                f"access on {page} (approval can take a while), then launch again.")
+    except RepositoryNotFoundError:
+        return (f"{repo_id} was not found on the Hub, or it is private and your token cannot see it: check the name "
+                f"({page}) and your token (HF_TOKEN or `hf auth login`).")
+    except Exception as exc:  # noqa: BLE001 - a network error: the launch would fail the same way, so say it once
+        return f"could not ask the Hub about {repo_id} ({type(exc).__name__}: {str(exc)[:200]})."
+    return None

@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: one GPU per rank where there are GPUs, else CPU processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default=None, help="where the adapter and report.json go")
+    parser.add_argument("--check-access", action="store_true",
+                        help="only check that the model can be downloaded (token, gated licence), then exit")
     return parser.parse_args(argv)
 
 
@@ -129,6 +131,30 @@ def load_for_training(args: argparse.Namespace, location: str, device: Any, load
     return get_peft_model(model, config), tokenizer
 
 
+def access_problems(args: argparse.Namespace) -> list[str]:
+    """Why the model of ``args`` cannot be loaded here (an empty list when it can), asked once before any rank starts.
+
+    Embedded models, local folders and cached snapshots need nothing; a hub id is checked with the token this
+    machine has (:func:`course_utils.course.hub.access_problem`): the cluster profile's Llama models are gated.
+    """
+    from course_utils.course import hub, profiles, sources
+
+    name = args.model or profiles.resolve_profile(args.profile, verbose=False).model("base")
+    try:
+        source = sources.resolve_model(name)
+    except sources.SourceNotFoundError as exc:
+        return [str(exc)]
+    problem = hub.access_problem(source.location) if source.origin == "hub" else None
+    return [problem] if problem else []
+
+
+def require_access(args: argparse.Namespace, rank: int = 0) -> None:
+    """Exit with one clear message (rank 0 prints it, the other ranks exit quietly) if the model is out of reach."""
+    problems = access_problems(args)
+    if problems:
+        raise SystemExit("Cannot fine-tune: " + " ".join(problems) if rank == 0 else 1)
+
+
 def choose_backend(backend: str, device: str | None) -> tuple[bool, str]:
     """``(use Unsloth?, why)``: Unsloth only on a CUDA device; ``--device cpu`` always means the CPU and PEFT."""
     import torch
@@ -154,6 +180,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune as the command line says; rank 0 saves the adapter and ``report.json``. Returns the report."""
     args = parse_args(argv)
     rank, local_rank, world_size = world()
+    require_access(args, rank)  # before anything loads: one message, not a gated-repository traceback per rank
+    if args.check_access:
+        print(f"{args.model or args.profile + ' profile'}: the model can be loaded here.")
+        return {"access": "ok"}
     use_unsloth, why = choose_backend(args.backend, args.device)  # imports unsloth first where it is used
 
     import torch
@@ -262,6 +292,9 @@ class LaunchResult:
 def run_script(output_dir: str | Path, *script_args: str, num_processes: int = 1, launcher: str = "accelerate",
                timeout: float = 600) -> LaunchResult:
     """Run the script (``num_processes`` ranks) writing to ``output_dir``; its report.json, or the error's tail."""
+    problems = access_problems(parse_args(list(script_args)))
+    if problems:  # checked here once, so that no rank starts only to fail on the same gated repository
+        return LaunchResult(None, 0.0, 1, "Cannot fine-tune: " + " ".join(problems))
     output_dir = Path(output_dir)
     if output_dir.exists():
         shutil.rmtree(output_dir)

@@ -110,3 +110,50 @@ def test_one_process_script_run(tmp_path):
                                       timeout=300)
     assert done.ok, done.tail
     assert done.report["world_size"] == 1 and done.report["backend"] == "peft"
+
+
+def _gated_hub(monkeypatch):
+    """The Hub as a machine without access to the cluster profile's Llama sees it (no network: faked)."""
+    from course_utils.course import hub, sources
+
+    monkeypatch.setattr(sources.hub, "hub_reachable", lambda timeout=2.0: True)
+    asked = []
+
+    def access_problem(repo_id, repo_type="model"):
+        asked.append(repo_id)
+        return f"{repo_id} is a gated repository and no Hugging Face token was found."
+
+    monkeypatch.setattr(hub, "access_problem", access_problem)
+    return asked
+
+
+def test_the_gated_cluster_model_is_checked_once_before_any_rank(monkeypatch, capsys):
+    asked = _gated_hub(monkeypatch)
+    args = finetune_launch.parse_args(["--profile", "cluster"])
+    assert finetune_launch.access_problems(args) == [
+        "meta-llama/Llama-3.2-1B is a gated repository and no Hugging Face token was found."]
+    with pytest.raises(SystemExit) as rank0:
+        finetune_launch.require_access(args, rank=0)
+    assert str(rank0.value).startswith("Cannot fine-tune: meta-llama/Llama-3.2-1B is a gated repository")
+    with pytest.raises(SystemExit) as rank1:  # the other ranks exit without repeating the message
+        finetune_launch.require_access(args, rank=1)
+    assert rank1.value.code == 1
+    monkeypatch.setattr(finetune_launch.subprocess, "run", lambda *a, **k: pytest.fail("a rank was launched"))
+    done = finetune_launch.run_script("unused", "--profile", "cluster", num_processes=4)
+    assert not done.ok and done.tail.startswith("Cannot fine-tune: meta-llama/Llama-3.2-1B")
+    assert asked == ["meta-llama/Llama-3.2-1B"] * 4
+
+
+def test_embedded_models_need_no_hub_and_the_slurm_job_checks_first(monkeypatch):
+    asked = _gated_hub(monkeypatch)
+    assert finetune_launch.access_problems(finetune_launch.parse_args(["--profile", "tiny"])) == []
+    assert asked == []
+    slurm = (finetune_launch.CLUSTER_DIR / "finetune.slurm").read_text()
+    assert 0 < slurm.index("--check-access") < slurm.index("srun ")
+
+
+def test_offline_and_not_cached_is_one_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    problems = finetune_launch.access_problems(finetune_launch.parse_args(["--profile", "cluster"]))
+    assert len(problems) == 1 and "not in the local Hugging Face cache" in problems[0]
