@@ -291,15 +291,34 @@ def restore_training_layout(model: torch.nn.Module) -> int:
     multiplies with that kernel in training too. The kernel has no backward: gradients stop at every 4-bit layer,
     and the adapters before it receive none. This puts back the canonical layout (what ``save_pretrained`` writes).
     Returns the number of layers changed.
+
+    The inverse is a private function of recent bitsandbytes releases (the project's floor is older). Releases
+    without it have no repacking either, so with no packed layer nothing is needed; a packed layer with no inverse
+    to hand raises an error that says which release to install.
     """
-    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
     from bitsandbytes.nn import Linear4bit
 
-    changed = 0
-    for module in model.modules():
-        state = getattr(getattr(module, "weight", None), "quant_state", None)
-        if isinstance(module, Linear4bit) and getattr(state, "packing_format_for_cpu", False):
-            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-                module.weight.data, state)
-            changed += 1
-    return changed
+    packed = [module for module in model.modules() if isinstance(module, Linear4bit)
+              and getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False)]
+    if not packed:
+        return 0
+    import bitsandbytes.functional
+
+    inverse = getattr(bitsandbytes.functional, "_convert_weight_packed_for_cpu_inverse", None)
+    if inverse is None:
+        raise RuntimeError(
+            f"{len(packed)} 4-bit layers were repacked for bitsandbytes' CPU inference kernel, which has no backward, "
+            f"and bitsandbytes {_bnb_version()} has no function to undo it: install bitsandbytes 0.50 or newer "
+            "(pip install -U bitsandbytes), or train without an evaluation in eval mode before it.")
+    for module in packed:
+        module.weight.data, module.weight.quant_state = inverse(module.weight.data, module.weight.quant_state)
+    return len(packed)
+
+
+def _bnb_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("bitsandbytes")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"

@@ -122,3 +122,46 @@ def test_training_after_an_eval_forward_reaches_every_adapter(bnb_cpu_kernel):
         assert adapter_grads(restore=False)[1] < total  # the defect the function works around
     else:
         assert changed == 0
+
+
+def _one_packed_layer():
+    """A model of one bitsandbytes Linear4bit whose quant state says it was repacked for the CPU kernel."""
+    from types import SimpleNamespace
+
+    from bitsandbytes.nn import Linear4bit
+
+    layer = Linear4bit(64, 64, bias=False, compute_dtype=torch.float32)
+    layer.weight.quant_state = SimpleNamespace(packing_format_for_cpu=True)
+    return torch.nn.Sequential(layer), layer
+
+
+def test_restore_training_layout_uses_the_inverse_where_bitsandbytes_has_it(monkeypatch):
+    from types import SimpleNamespace
+
+    import bitsandbytes.functional
+
+    model, layer = _one_packed_layer()
+    restored = SimpleNamespace(packing_format_for_cpu=False)
+    calls = []
+
+    def inverse(data, state):
+        calls.append(state.packing_format_for_cpu)
+        return data, restored
+
+    monkeypatch.setattr(bitsandbytes.functional, "_convert_weight_packed_for_cpu_inverse", inverse, raising=False)
+    assert quant.restore_training_layout(model) == 1 and calls == [True]
+    assert layer.weight.quant_state is restored
+    assert quant.restore_training_layout(model) == 0  # already in the training layout: nothing to do
+
+
+def test_restore_training_layout_where_bitsandbytes_has_no_inverse(monkeypatch):
+    import bitsandbytes.functional
+
+    monkeypatch.delattr(bitsandbytes.functional, "_convert_weight_packed_for_cpu_inverse", raising=False)
+    from bitsandbytes.nn import Linear4bit
+
+    unpacked = torch.nn.Sequential(Linear4bit(64, 64, bias=False))
+    assert quant.restore_training_layout(unpacked) == 0  # an older release never repacks: nothing is needed
+    model, _ = _one_packed_layer()
+    with pytest.raises(RuntimeError, match=r"1 4-bit layers were repacked .* install bitsandbytes 0\.50 or newer"):
+        quant.restore_training_layout(model)
