@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from course_utils.course import sources
+from course_utils.course import env, sources
 from course_utils.finetuning import quant
 from course_utils.finetuning.memory_measure import human_bytes, release_memory
 from course_utils.finetuning.sft_data import render_turns, stop_ids
@@ -73,9 +73,11 @@ def prequantize(name: str, folder: str | Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
-    placement = {"device_map": {"": 0}} if torch.cuda.is_available() else {}
-    compute = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else (
-        torch.float16 if torch.cuda.is_available() else torch.float32)
+    on_gpu = torch.cuda.is_available()
+    placement = {"device_map": {"": 0}} if on_gpu else {}
+    # The workbook's precision rule (bf16 only where the GPU computes it natively: fp16 on a T4), not
+    # torch.cuda.is_bf16_supported(), which says True on a T4 because it counts emulation.
+    compute = env.pick_precision(torch.device("cuda", 0)).inference_dtype if on_gpu else torch.float32
     model = AutoModelForCausalLM.from_pretrained(sources.resolve_model(name).location, dtype=compute,
                                                  quantization_config=quant.nf4_config(compute), **placement)
     model.save_pretrained(folder)

@@ -157,3 +157,31 @@ def test_a_prequantized_checkpoint_loads_with_its_own_config(tmp_path, bnb_cpu_k
         saved, fresh = (logits_on(m, tokenizer, PROMPTS, chat=False) for m in (model, at_load))
     assert quant.bnb_cpu_kernel(model) == quant.bnb_cpu_kernel(at_load)
     assert _relative(saved, fresh) < 1e-6  # the same 4-bit values, whichever kernel multiplies them
+
+
+def test_prequantize_follows_the_precision_rule_on_a_t4(tmp_path, monkeypatch):
+    """A T4 (compute capability 7.5) says is_bf16_supported() (emulation): the 4-bit compute dtype is still fp16."""
+    import transformers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla T4")
+    loaded = {}
+
+    class FakeModel:
+        def save_pretrained(self, folder):
+            loaded["saved to"] = folder
+
+    def from_pretrained(location, dtype=None, quantization_config=None, **kwargs):
+        loaded.update(dtype=dtype, compute=quantization_config.bnb_4bit_compute_dtype, placement=kwargs)
+        return FakeModel()
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(export, "release_memory", lambda: None)  # it would ask the (fake) GPU to empty its cache
+    export.prequantize("tiny-llama", tmp_path / "q")
+    assert loaded["dtype"] == torch.float16 and loaded["compute"] == torch.float16
+    assert loaded["placement"] == {"device_map": {"": 0}} and loaded["saved to"] == tmp_path / "q"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (8, 0))  # an A100: bf16 natively
+    export.prequantize("tiny-llama", tmp_path / "q")
+    assert loaded["dtype"] == torch.bfloat16 and loaded["compute"] == torch.bfloat16
