@@ -28,6 +28,7 @@ import importlib.metadata
 import importlib.util
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -135,6 +136,43 @@ def unsloth_save_calls(folder: str, repo_id: str = "<you>/<model>") -> list[dict
             f'model.push_to_hub_gguf("{repo_id}", tokenizer, quantization_method=["q4_k_m", "q8_0"], token=...)',
          "writes": "one GGUF per quantization, uploaded"},
     ]
+
+
+# What save_pretrained_gguf does, said before it starts: the first call is silent for minutes.
+GGUF_SAVE_NOTICE = ("Unsloth's save_pretrained_gguf: merges the adapters, then (through unsloth_zoo) downloads and "
+                    "builds llama.cpp the first time (several minutes with no output; it needs the network), "
+                    "converts the merged model and quantizes it.")
+
+
+class ExplainedGgufSave:
+    """Around ``model.save_pretrained_gguf(...)`` (a ``with`` block): says what the call does before it starts, then
+    lists the files it wrote, or turns its failure into one line so that the notebook goes on.
+
+    Offline, or where llama.cpp cannot be built, unsloth_zoo raises; the GGUF files written by the workbook's own
+    converter (the cell before) are what the next cells use either way.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.error: str | None = None
+        self.files: list[str] = []
+
+    def __enter__(self) -> ExplainedGgufSave:
+        print(GGUF_SAVE_NOTICE, flush=True)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
+        if error is None:
+            self.files = sorted(p.name for p in self.folder.rglob("*.gguf"))
+            print("Unsloth's own GGUF:", ", ".join(self.files) or "(no .gguf file found)")
+            return False
+        if not isinstance(error, Exception):  # KeyboardInterrupt and the like stop the notebook as usual
+            return False
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        self.error = f"{type(error).__name__}: {first_line}"
+        print(f"Unsloth's save_pretrained_gguf failed ({self.error}). Nothing else depends on it: the GGUF files "
+              "above, written by the workbook's own converter, are the ones the next cells use.")
+        return True
 
 
 def chat_markers(tokenizer: Any) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +79,47 @@ def test_setup_cell_keeps_colabs_torch_with_or_without_extras():
     assert "[gpu]" in with_gpu and "keep_colab_torch" in with_gpu
     assert "keep_colab_torch" in release.setup_cell_source()
     compile(with_gpu, "setup", "exec")
+
+
+class _FakeUnslothModel:
+    """A model whose save_pretrained_gguf fails the way unsloth_zoo's does offline, or writes one file."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def save_pretrained_gguf(self, folder, tokenizer, quantization_method="q8_0"):
+        print("save_pretrained_gguf started")
+        if self.fail:
+            raise RuntimeError("Unsloth: Failed to download llama.cpp\nsecond line of the traceback's message")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"model.{quantization_method.upper()}.gguf").write_bytes(b"GGUF")
+
+
+def test_a_failing_save_pretrained_gguf_is_announced_then_one_line(tmp_path, capsys):
+    with unsloth_backend.ExplainedGgufSave(tmp_path / "gguf") as attempt:
+        _FakeUnslothModel(fail=True).save_pretrained_gguf(str(tmp_path / "gguf"), None, quantization_method="q8_0")
+    out = capsys.readouterr().out
+    assert out.index("downloads and builds llama.cpp") < out.index("save_pretrained_gguf started")
+    assert attempt.error == "RuntimeError: Unsloth: Failed to download llama.cpp" and attempt.files == []
+    assert "save_pretrained_gguf failed (RuntimeError: Unsloth: Failed to download llama.cpp)" in out
+    assert "second line" not in out
+
+
+def test_a_working_save_pretrained_gguf_lists_its_files(tmp_path, capsys):
+    with unsloth_backend.ExplainedGgufSave(tmp_path / "gguf") as attempt:
+        _FakeUnslothModel(fail=False).save_pretrained_gguf(str(tmp_path / "gguf"), None)
+    assert attempt.error is None and attempt.files == ["model.Q8_0.gguf"]
+    assert "Unsloth's own GGUF: model.Q8_0.gguf" in capsys.readouterr().out
+    # a student's interrupt still stops the cell
+    with pytest.raises(KeyboardInterrupt), unsloth_backend.ExplainedGgufSave(tmp_path / "gguf"):
+        raise KeyboardInterrupt
+
+
+def test_notebook_06_runs_save_pretrained_gguf_only_inside_the_explained_block():
+    nb = release.read_notebook(paths.REPO_ROOT / "solutions" / "06_unsloth_and_your_mac.ipynb")
+    calls = [(cell.source, line) for cell in nb.cells if cell.cell_type == "code"
+             for line in cell.source.splitlines() if line.strip().startswith("model.save_pretrained_gguf(")]
+    assert calls, "notebook 06 no longer calls model.save_pretrained_gguf"
+    for source, line in calls:
+        before = source.splitlines()[source.splitlines().index(line) - 1]
+        assert before.strip().startswith("with unsloth_backend.ExplainedGgufSave("), line
