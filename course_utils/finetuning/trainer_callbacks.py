@@ -3,8 +3,9 @@
 A callback is the Trainer's own way to watch a run: ``SFTTrainer(..., callbacks=[meter])``. The training itself stays
 the library's; these only record:
 
-* :class:`TrainingMeter`: the wall time of every optimizer step, the CPU time and the peak memory of the whole
-  ``trainer.train()`` (:mod:`course_utils.finetuning.memory_measure`);
+* :class:`TrainingMeter`: the wall time (and, where the Trainer counts them, the input tokens) of every optimizer
+  step, the CPU time and the peak memory of the whole ``trainer.train()``
+  (:mod:`course_utils.finetuning.memory_measure`);
 * :class:`CheckpointLog`: which ``checkpoint-N`` folders exist after each save (what ``save_total_limit`` kept);
 * :class:`StopAfterEpochs`: ends a run after some epochs, as if the job had been stopped there, to show resuming.
 
@@ -31,6 +32,8 @@ class TrainingMeter(TrainerCallback):
 
     def __init__(self) -> None:
         self.step_seconds: list[float] = []
+        self.step_tokens: list[int] = []  # input tokens per step; zeros unless include_num_input_tokens_seen is on
+        self._tokens_seen = 0
         self.seconds = 0.0
         self.cpu_seconds = 0.0
         self.steps = 0
@@ -44,12 +47,16 @@ class TrainingMeter(TrainerCallback):
         self._memory = contextlib.ExitStack()
         self._measured = self._memory.enter_context(measure_peak_memory(args.device))
         self._starts = (time.perf_counter(), time.process_time())
+        self._tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
 
     def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
         self._step_start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
         self.step_seconds.append(time.perf_counter() - self._step_start)
+        seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        self.step_tokens.append(seen - self._tokens_seen)
+        self._tokens_seen = seen
 
     def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
         self.seconds = time.perf_counter() - self._starts[0]
@@ -65,6 +72,13 @@ class TrainingMeter(TrainerCallback):
         """Mean wall time of a step, leaving out the first (one-time set-up: kernels, caches, allocations)."""
         steady = self.step_seconds[1:] or self.step_seconds
         return sum(steady) / len(steady) if steady else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Input tokens per second of the steps after the first (as :attr:`seconds_per_step`), or None where the
+        Trainer did not count tokens (``include_num_input_tokens_seen``, off by default)."""
+        tokens, seconds = self.step_tokens[1:] or self.step_tokens, self.step_seconds[1:] or self.step_seconds
+        return sum(tokens) / sum(seconds) if sum(tokens) > 0 and sum(seconds) > 0 else None
 
     @property
     def cpu_seconds_per_step(self) -> float:

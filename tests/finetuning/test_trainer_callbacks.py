@@ -55,6 +55,17 @@ def test_the_meter_times_every_step_and_measures_the_peak(tokenizer, train_rows,
     losses = trainer_callbacks.losses(trainer.state.log_history)
     assert list(losses) == [1, 2, 3, 4] and all(math.isfinite(v) for v in losses.values())
     assert trainer_callbacks.plot_runs({"LoRA": trainer.state.log_history}) is not None
+    assert meter.tokens_per_second is None and meter.step_tokens == [0] * 4  # the Trainer counted no tokens
+
+
+def test_the_meter_reports_tokens_per_second_where_the_trainer_counts_them(tokenizer, train_rows, tmp_path):
+    meter = trainer_callbacks.TrainingMeter()
+    trainer = make_trainer(tokenizer, train_rows, tmp_path, [meter], max_steps=3,
+                           include_num_input_tokens_seen="non_padding")
+    trainer.train()
+    assert len(meter.step_tokens) == 3 and all(n > 0 for n in meter.step_tokens)
+    assert sum(meter.step_tokens) == trainer.state.num_input_tokens_seen
+    assert meter.tokens_per_second == pytest.approx(sum(meter.step_tokens[1:]) / sum(meter.step_seconds[1:]))
 
 
 def test_epoch_checkpoints_and_a_resumed_run(tokenizer, train_rows, tmp_path):
