@@ -1,64 +1,51 @@
 #!/usr/bin/env bash
-# Download the GPU path's wheels for a machine without network: bitsandbytes, Unsloth and everything
-# constraints/colab-gpu.txt pins, for CPython 3.12 on manylinux x86_64 (Colab's Python, and typical GPU images'),
-# into batches of at most BATCH_MB (default 60) megabytes each, ready to carry over and install with
+# The wheels `make gpu-check` needs on a GPU machine without network (a lent one: its own CUDA torch, Python 3.12,
+# at most 64 MiB carried per call with the working tree), in batches of at most LIMIT_MB (default 40) megabytes.
 #
-#     python scripts/gpu_check.py --wheels DIR/batch-01 --wheels DIR/batch-02 ...
+#     scripts/gpu_wheels.sh                      # download (PyPI), then write build/gpu/wheels/batch-NN/
+#     scripts/gpu_wheels.sh --dry-run            # download, then only print the plan
+#     scripts/gpu_wheels.sh --from DIR --dry-run # the plan for wheels already in DIR (no network)
 #
-# torch, torchvision, triton, xformers and the CUDA runtime are not downloaded: the GPU machine's torch stays.
-# Usage: scripts/gpu_wheels.sh [DIR]   (default DIR: build/gpu/wheels)
+# What is downloaded: every pin of constraints/colab-gpu.txt and the notebook runner's packages (papermill,
+# ipykernel) at CI's versions, for CPython 3.12 on manylinux x86_64. The plan (scripts/gpu_wheel_plan.py) keeps
+# what the workbook, its gpu extra and the runner require, skips what the GPU image has (scripts/
+# gpu_image_packages.txt, or INSTALLED=FILE: that machine's `pip list --format=freeze`) and the torch family, and
+# refuses a batch over the limit. Install them there with: python3 scripts/gpu_check.py --wheels DIR ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-build/gpu/wheels}"
-limit=$(( ${BATCH_MB:-60} * 1000 * 1000 ))
 python="${PYTHON:-python3}"
-all="$out/all"
-mkdir -p "$all"
-
-platforms=()
-for minor in $(seq 35 -1 17); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
-platforms+=(--platform manylinux2014_x86_64)
-
-# Wheels only, for another Python and platform: pip resolves nothing here (--no-deps), the constraints file
-# already is the resolved set. Packages published as source only are built into wheels on this machine.
-pins=$(grep -v '^#' constraints/colab-gpu.txt | grep -v '^$')
-source_only=$(sed -n 's/^# Source-only, version from constraints\/ci-cpu.txt: \(.*\)\.$/\1/p' constraints/colab-gpu.txt)
-binary=()
-built=()
-for pin in $pins; do
-  name="${pin%%==*}"
-  if [[ ",${source_only// /}," == *",${name},"* ]]; then built+=("$pin"); else binary+=("$pin"); fi
+dry_run=()
+from=""
+while (( $# )); do
+  case "$1" in
+    --dry-run) dry_run=(--dry-run); shift ;;
+    --from) from="$2"; shift 2 ;;
+    *) echo "usage: scripts/gpu_wheels.sh [--dry-run] [--from DIR]" >&2; exit 2 ;;
+  esac
 done
-"$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 "${platforms[@]}" \
-  --dest "$all" "${binary[@]}"
-if (( ${#built[@]} )); then
-  "$python" -m pip wheel --quiet --no-deps --wheel-dir "$all" "${built[@]}"
+out=build/gpu/wheels
+installed=()
+if [[ -n "${INSTALLED:-}" ]]; then installed=(--installed "$INSTALLED"); fi
+
+if [[ -z "$from" ]]; then
+  from="$out/all"
+  mkdir -p "$from"
+  platforms=()
+  for minor in $(seq 39 -1 17); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+  platforms+=(--platform manylinux2014_x86_64)
+  mapfile -t pins < <("$python" scripts/gpu_wheel_plan.py pins)
+  # Packages published as source only (named in colab-gpu.txt) are built into wheels on this machine.
+  source_only=$(sed -n 's/^# Source-only, version from constraints\/ci-cpu.txt: \(.*\)\.$/\1/p' constraints/colab-gpu.txt)
+  binary=()
+  built=()
+  for pin in "${pins[@]}"; do
+    if [[ ",${source_only// /}," == *",${pin%%==*},"* ]]; then built+=("$pin"); else binary+=("$pin"); fi
+  done
+  "$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "${platforms[@]}" --dest "$from" "${binary[@]}"
+  if (( ${#built[@]} )); then
+    "$python" -m pip wheel --quiet --no-deps --wheel-dir "$from" "${built[@]}"
+  fi
 fi
-
-# Batches: largest wheels first, each into the first batch with room (a wheel larger than the limit gets its own).
-"$python" - "$all" "$out" "$limit" <<'EOF'
-import shutil, sys
-from pathlib import Path
-
-source, out, limit = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-for old in out.glob("batch-*"):
-    shutil.rmtree(old)
-batches: list[list[Path]] = []
-sizes: list[int] = []
-for wheel in sorted(source.glob("*.whl"), key=lambda p: -p.stat().st_size):
-    size = wheel.stat().st_size
-    slot = next((i for i, used in enumerate(sizes) if used + size <= limit), None)
-    if slot is None:
-        batches.append([]), sizes.append(0)
-        slot = len(batches) - 1
-    batches[slot].append(wheel)
-    sizes[slot] += size
-for i, wheels in enumerate(batches, 1):
-    folder = out / f"batch-{i:02d}"
-    folder.mkdir(parents=True)
-    for wheel in wheels:
-        shutil.copy2(wheel, folder / wheel.name)
-    print(f"{folder}: {len(wheels)} wheels, {sizes[i - 1] / 1e6:.1f} MB")
-print("install them with: python scripts/gpu_check.py " + " ".join(f"--wheels {out}/batch-{i:02d}"
-                                                                    for i in range(1, len(batches) + 1)))
-EOF
+exec "$python" scripts/gpu_wheel_plan.py plan "$from" --out "$out" --limit-mb "${LIMIT_MB:-40}" \
+  "${installed[@]}" "${dry_run[@]}"

@@ -1,6 +1,7 @@
 """Every test runs offline, on the CPU, without windows: as CI does."""
 
 import os
+import sys
 
 import pytest
 
@@ -41,6 +42,7 @@ def load_script():
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, paths.REPO_ROOT / "scripts" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there while the file executes
         spec.loader.exec_module(module)
         return module
 
