@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # made small-model training several times slower in CPU time and wall time alike.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-llama run test test-fast test-other-cpu test-colab gpu-check gpu-check-smoke lint lab data student constraints constraints-gpu clean help
+.PHONY: setup setup-llama run test test-fast test-other-cpu test-colab gpu-check gpu-check-smoke gpu-wheels lint lab data student constraints constraints-gpu clean help
 
 help:
 	@echo "make run      execute every solution notebook (papermill, tiny profile); summary in build/summary.md"
@@ -25,6 +25,7 @@ help:
 	@echo "make test-other-cpu  make test as a CPU without AVX-512 BF16 runs it (torch's AVX2 kernels, bitsandbytes' generic one)"
 	@echo "make test-colab the colab profile rehearsed on the CPU: every notebook against hub stand-ins (build/colab/)"
 	@echo "make gpu-check  the GPU measurements on a CUDA machine, with its own torch (build/gpu/results.json)"
+	@echo "make gpu-wheels  the wheels gpu-check needs offline, in batches of at most 40 MB (needs PyPI)"
 	@echo "make lab      JupyterLab on the workbook"
 	@echo "make data     rebuild data/ from scratch (corpora, tokenizer, tiny checkpoints)"
 	@echo "make student  regenerate notebooks/ from solutions/"
@@ -89,13 +90,20 @@ test-colab: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m course_utils rehearse $(if $(COLAB_ONLY),--only $(COLAB_ONLY))
 
 # On a CUDA machine, with the torch already installed there (not .venv's CPU build): PYTHON=/path/to/python.
-# GPU_CHECK_ARGS="--wheels DIR/batch-01 --wheels DIR/batch-02" installs the wheels of scripts/gpu_wheels.sh first.
+# The batches of `make gpu-wheels` (build/gpu/wheels), where present, are installed first (no network needed).
+# Sections: GPU_CHECK_ARGS="--only ladder"; a results file elsewhere: GPU_CHECK_ARGS="--results DIR/results.json".
+GPU_WHEELS ?= $(wildcard build/gpu/wheels)
 gpu-check:
-	$(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+	PYTHONUNBUFFERED=1 $(PYTHON) scripts/gpu_check.py $(if $(GPU_WHEELS),--wheels $(GPU_WHEELS)) $(GPU_CHECK_ARGS)
 
-# The same measurements at their smallest size on the CPU: proves the script works (CI).
+# The same sections at their smallest size on the CPU, with the partial-results write and the wheel plan (CI).
 gpu-check-smoke: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) scripts/gpu_check.py --smoke
+
+# Where PyPI answers: the wheels gpu-check needs on a machine without network, in batches of at most 40 MB
+# (build/gpu/wheels/batch-NN). GPU_WHEELS_ARGS=--dry-run prints the plan only.
+gpu-wheels: $(STAMP)
+	PYTHON=$(PY) bash scripts/gpu_wheels.sh $(GPU_WHEELS_ARGS)
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,lab]'

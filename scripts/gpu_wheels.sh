@@ -28,7 +28,7 @@ installed=()
 if [[ -n "${INSTALLED:-}" ]]; then installed=(--installed "$INSTALLED"); fi
 
 if [[ -z "$from" ]]; then
-  from="$out/all"
+  from=build/gpu/wheel-downloads  # beside, not inside, the folder a call carries
   mkdir -p "$from"
   platforms=()
   for minor in $(seq 39 -1 17); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done

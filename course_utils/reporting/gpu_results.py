@@ -36,7 +36,11 @@ def _number(value: Any, digits: str = ",.0f") -> str:
 
 
 def render(results: dict[str, Any] | None) -> str:
-    """The section's markdown for ``results`` (None, or a smoke run: says that no GPU measurement was made)."""
+    """The section's markdown for ``results`` (None, or a smoke run: says that no GPU measurement was made).
+
+    A run may hold some sections only (``--only``), or stop during one: each part renders what it holds, and a
+    section that did not finish says so.
+    """
     if not results or results.get("mode") != "gpu":
         return ("No GPU measurement has been made yet: no CUDA GPU was at hand when this was written. "
                 "`make gpu-check` on a machine with one writes `build/gpu/results.json`, and "
@@ -45,26 +49,38 @@ def render(results: dict[str, Any] | None) -> str:
     lines = [f"Measured by `make gpu-check` on {env['gpu']} (compute capability {env['compute capability']}), "
              f"driver {env['driver']}, CUDA {env['cuda']}, torch {env['torch']}; "
              + ", ".join(f"{name} {version}" for name, version in env["packages"].items()) + "."]
-    ladder = results["ladder"]
-    lecture = {row["row (lecture)"]: row for row in ladder.get("lecture", [])}
-    lines += ["", f"Speed ladder of notebook 03 (GPT-2 124M shape, batch {ladder['batch']} x {ladder['seq_len']} "
-              f"tokens, {ladder['steps']} timed steps per row; the lecture's A100 table is a claim):", ""]
-    rows = [[row["name"], _number(row.get("tokens_per_second")), _number(row.get("peak_memory_mib"), ",.0f"),
-             _number(row.get("speedup"), ".2f"), row.get("note", "")] for row in ladder["rows"]]
-    lines.append(markdown_table(["row", "tokens/s", "peak MiB", "x baseline", "note"], rows))
-    if lecture:
-        lines += ["", markdown_table(["lecture's row (A100, claimed)", "tokens/s", "x baseline"],
-                                     [[name, row["tokens/s"], row["x baseline"]] for name, row in lecture.items()])]
-    for key, title in (("lora_vs_qlora", "LoRA against QLoRA"), ("unsloth_vs_peft", "Unsloth against PEFT")):
-        part = results[key]
+    ladder = results.get("ladder")
+    if ladder and ladder.get("rows"):
+        lecture = {row["row (lecture)"]: row for row in ladder.get("lecture", [])}
+        lines += ["", f"Speed ladder of notebook 03 (GPT-2 124M shape, batch {ladder['batch']} x {ladder['seq_len']} "
+                  f"tokens, {ladder['steps']} timed steps per row; the lecture's A100 table is a claim):", ""]
+        rows = [[row["name"], _number(row.get("tokens_per_second")), _number(row.get("peak_memory_mib"), ",.0f"),
+                 _number(row.get("speedup"), ".2f"), row.get("note", "")] for row in ladder["rows"]]
+        lines.append(markdown_table(["row", "tokens/s", "peak MiB", "x baseline", "note"], rows))
+        if lecture:
+            lines += ["", markdown_table(["lecture's row (A100, claimed)", "tokens/s", "x baseline"],
+                                         [[name, row["tokens/s"], row["x baseline"]] for name, row in lecture.items()])]
+    elif ladder:
+        lines += ["", f"Speed ladder: {ladder.get('status', 'not run')}."]
+    finetune = results.get("finetune") or {}
+    titles = (("lora_vs_qlora", "LoRA against QLoRA"),
+              ("t4_shaped", "The colab profile T4-shaped (fp16, GPU memory capped at 15 GiB, no FlashAttention)"),
+              ("unsloth_vs_peft", "Unsloth against PEFT"))
+    for key, title in titles:
+        part = finetune.get(key)
+        if not part or not part.get("rows"):
+            continue
         lines += ["", f"{title} ({part['model']}, {part['steps']} steps of {part['batch']}, seed {part['seed']}):", ""]
         lines.append(markdown_table(
-            ["run", "measured", "s per step", "peak MiB", "held-out loss"],
+            ["run", "measured", "s per step", "tokens/s", "peak MiB", "held-out loss"],
             [[row["run"], row["status"], _number(row.get("seconds per step"), ".3f"),
-              _number(row.get("peak MiB"), ",.0f"), _number(row.get("held-out loss"), ".3f")] for row in part["rows"]]))
-        for claim in part.get("claims", []):
+              _number(row.get("tokens per second")), _number(row.get("peak MiB"), ",.0f"),
+              _number(row.get("held-out loss"), ".3f")] for row in part["rows"]]))
+        for claim in [part["verdict"]] if part.get("verdict") else part.get("claims", []):
             lines.append(f"\n{claim}")
-    notebooks = results.get("notebooks", [])
+    if finetune and finetune.get("status") != "done":
+        lines += ["", f"Fine-tuning section: {finetune.get('status')}."]
+    notebooks = (results.get("notebooks") or {}).get("rows", [])
     if notebooks:
         lines += ["", markdown_table(["notebook (colab profile, on the GPU, stand-ins)", "status", "seconds"],
                                      [[n["notebook"], n["status"], _number(n.get("seconds"), ".0f")] for n in notebooks])]
