@@ -298,8 +298,10 @@ def plan_command(args: argparse.Namespace) -> int:
             folder.mkdir(parents=True)
             for wheel in batch:
                 shutil.copy2(wheel.path, folder / wheel.path.name)
-    print("Carry one batch per call (scripts/gpu_check.py --wheels DIR installs it); see README, 'The colab "
-          "profile and the GPU'.")
+        calls = plan.calls(working_tree_bytes())
+    print(f"Wrote {_shown(args.out)}: carry " + ("it whole in one call" if len(calls) == 1 else
+          "; ".join(f"call {i}: " + ", ".join(f"batch-{n:02d}" for n in call) for i, call in enumerate(calls, 1)))
+          + " and install with scripts/gpu_check.py --wheels (README, 'The colab profile and the GPU').")
     return 0
 
 
