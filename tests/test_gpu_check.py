@@ -3,13 +3,9 @@ results, the time budget, the T4-shaped verdict, and the notebooks' papermill pa
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -19,23 +15,13 @@ def gpu_check(load_script):
     return load_script("gpu_check")
 
 
-def make_wheel(folder: Path, name: str, body: str = "VALUE = 1\n") -> Path:
-    """A minimal pure-Python wheel of package ``name`` (version 1.0), with a valid RECORD."""
-    files = {f"{name}/__init__.py": body.encode(),
-             f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
-             f"{name}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-                     f"{len(data)}\n" for path, data in files.items()) + f"{name}-1.0.dist-info/RECORD,,\n"
-    files[f"{name}-1.0.dist-info/RECORD"] = record.encode()
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{name}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-    return wheel
+@pytest.fixture(scope="module")
+def make_wheel(load_script):
+    """A minimal pure-Python wheel of a package (version 1.0), with a valid RECORD."""
+    return load_script("gpu_wheel_plan").example_wheel
 
 
-def test_wheels_from_several_folders_go_into_one_target(gpu_check, tmp_path, monkeypatch):
+def test_wheels_from_several_folders_go_into_one_target(gpu_check, make_wheel, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv("PYTHONPATH", "")
     make_wheel(tmp_path / "wheels" / "batch-01", "standin_alpha")
@@ -49,7 +35,8 @@ def test_wheels_from_several_folders_go_into_one_target(gpu_check, tmp_path, mon
     assert done.stdout.strip() == "1", done.stderr
 
 
-def test_a_broken_unsloth_wheel_is_left_out_and_the_reason_recorded(gpu_check, tmp_path, monkeypatch):
+def test_a_broken_unsloth_wheel_is_left_out_and_the_reason_recorded(gpu_check, make_wheel, tmp_path,
+                                                                     monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     make_wheel(tmp_path / "w", "standin_gamma")
     (tmp_path / "w" / "unsloth-1.0-py3-none-any.whl").write_bytes(b"not a zip file")
