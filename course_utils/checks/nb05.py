@@ -246,5 +246,8 @@ def rank_experiment(student: Callable[..., object], probe: object = None) -> Non
                             f"lowest loss ({min(losses.values()):.3f}) is {expected}.")
     expect(any(rank > got for rank in losses), f"{got} is the largest rank you tried, so you cannot tell whether a "
                                                "larger one would still improve: try one above it.")
-    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the best loss; larger ranks add parameters, not much "
-           f"else", probe)
+    larger = {rank: loss for rank, loss in losses.items() if rank > got}
+    after = ("a larger rank ended lower, by less than 2%" if min(larger.values()) < losses[got]
+             else "no larger rank ended lower")
+    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the best loss and {after}: in these steps the "
+                      "larger ranks learned no faster (how fast a rank learns, not how far it could get)", probe)
