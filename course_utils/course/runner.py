@@ -24,7 +24,7 @@ from course_utils.course import paths
 from course_utils.course.release import cell_tags, read_notebook, write_notebook
 from course_utils.reporting import claims
 from course_utils.reporting.key_figures import FIGURES_ENV
-from course_utils.reporting.stored_outputs import PROGRESS_METER, settle_progress_bars
+from course_utils.reporting.stored_outputs import PROGRESS_METER, settle_progress_bars, trainer_tables_as_text
 
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
 
@@ -143,7 +143,7 @@ def run_notebook(
     seconds = time.perf_counter() - start
     if output.exists():  # progress bars are widgets while the kernel runs; stored, each keeps its final line
         executed = read_notebook(output)
-        if settle_progress_bars(executed):
+        if settle_progress_bars(executed) + trainer_tables_as_text(executed):
             write_notebook(executed, output)
     figures = _read_figures(figures_file)
     if error is None:
