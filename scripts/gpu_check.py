@@ -260,7 +260,8 @@ def notebooks(device: str, hf_home: Path) -> list[dict[str, Any]]:
                                   parameters={"PROFILE": "colab", **NOTEBOOK_PARAMETERS[nb.name[:2]]})
             rows.append({"notebook": nb.name, "status": result.status if result.ok else
                          f"failed at {result.failed_cell}: {result.error}", "seconds": result.seconds,
-                         "parameters": NOTEBOOK_PARAMETERS[nb.name[:2]], "figures": result.figures})
+                         "parameters": NOTEBOOK_PARAMETERS[nb.name[:2]], "figures": result.figures,
+                         "failed claims": result.failed_claims})  # reported, not failing: the GPU's own figures
     return rows
 
 
