@@ -245,6 +245,6 @@ def rank_experiment(student: Callable[..., object], probe: object = None) -> Non
     expect(got == expected, f"where_lora_stops returned {got}; in your table the smallest rank within 2% of the "
                             f"lowest loss ({min(losses.values()):.3f}) is {expected}.")
     expect(any(rank > got for rank in losses), f"{got} is the largest rank you tried, so you cannot tell whether a "
-                                               "larger one would still improve: try one above it.")
-    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the best loss; larger ranks add parameters, not much "
-           f"else", probe)
+                                               "larger one would still learn faster: try one above it.")
+    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the best loss, and no larger rank learned more "
+                      "than 2% faster in these steps (how fast a rank learns, not how far it could get)", probe)

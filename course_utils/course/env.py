@@ -426,6 +426,20 @@ def _check_device() -> list[Requirement]:
     return out
 
 
+def _check_4bit_kernel() -> list[Requirement]:
+    """Which bitsandbytes code runs 4-bit layers here: said once, here, instead of bitsandbytes' import warning.
+
+    On a CPU with AVX-512 BF16, bitsandbytes looks for a faster kernel that the optional ``kernels`` package would
+    download from the Hub and asks for ``pip install kernels``; ``course_utils`` keeps that hint out of the lessons
+    (its ``__init__``), and this line says what runs instead.
+    """
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return []  # the bitsandbytes line above already says it is missing
+    from course_utils.finetuning import quant  # imports torch and bitsandbytes: only when the report runs
+
+    return [Requirement("4-bit kernel", "INFO", quant.bnb_path(pick_device()))]
+
+
 def _check_memory() -> list[Requirement]:
     total, available = system_memory()
     out = []
@@ -499,6 +513,7 @@ def environment_report(print_report: bool = True, *, import_packages: bool = Fal
             check_package(i, d, minimums.get(d), import_it=import_packages or i == "torch")])
     report += _guarded("embedded data", _check_embedded)
     report += _guarded("device", _check_device)
+    report += _guarded("4-bit kernel", _check_4bit_kernel)
     report += _guarded("memory", _check_memory)
     report += _guarded("hub", _check_hub)
     report += _guarded("Colab", lambda: [Requirement("Colab", "INFO", "yes" if in_colab() else "no")])

@@ -20,6 +20,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from course_utils.course import paths, project
+from course_utils.reporting.claims import claim_problems
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -350,6 +351,7 @@ def validate_solution_notebook(nb: NotebookNode, path: Path | str) -> list[str]:
     problems += _check_secrets(cells)
     problems += _check_colab_runtime(nb)
     problems += _check_modules_line(nb)
+    problems += claim_problems(nb)
     return problems
 
 

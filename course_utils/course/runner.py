@@ -22,8 +22,9 @@ from nbformat import NotebookNode
 
 from course_utils.course import paths
 from course_utils.course.release import cell_tags, read_notebook, write_notebook
+from course_utils.reporting import claims
 from course_utils.reporting.key_figures import FIGURES_ENV
-from course_utils.reporting.stored_outputs import PROGRESS_METER, settle_progress_bars
+from course_utils.reporting.stored_outputs import PROGRESS_METER, settle_progress_bars, trainer_tables_as_text
 
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
 
@@ -49,6 +50,7 @@ class RunResult:
     failed_cell: FailedCell | None = None
     error: str = ""
     figures: dict[str, Any] = field(default_factory=dict)
+    failed_claims: list[str] = field(default_factory=list)  # markdown claims these figures contradict (claims.py)
 
     @property
     def ok(self) -> bool:
@@ -141,11 +143,12 @@ def run_notebook(
     seconds = time.perf_counter() - start
     if output.exists():  # progress bars are widgets while the kernel runs; stored, each keeps its final line
         executed = read_notebook(output)
-        if settle_progress_bars(executed):
+        if settle_progress_bars(executed) + trainer_tables_as_text(executed):
             write_notebook(executed, output)
     figures = _read_figures(figures_file)
     if error is None:
-        return RunResult(notebook, "ok", seconds, figures=figures)
+        wrong = [str(failure) for failure in claims.failed_claims(notebook, figures, profile=profile)]
+        return RunResult(notebook, "ok", seconds, figures=figures, failed_claims=wrong)
     failed_cell, message = _locate_failure(notebook, output, error, cell_timeout)
     return RunResult(notebook, "failed", seconds, failed_cell, message, figures)
 
@@ -378,6 +381,10 @@ def summary_markdown(results: list[RunResult], machine: Mapping[str, Any], profi
                 else ("before any cell ran")
             )
             lines += ["", f"### {result.notebook.name}, {where}", "", "```", result.error, "```"]
+    contradicted = [text for result in results for text in result.failed_claims]
+    lines += ["", f"Markdown claims this run's figures contradict: {len(contradicted)}."]
+    if contradicted:
+        lines += ["", "## Claims the figures contradict", "", "```", *contradicted, "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -335,12 +335,10 @@ def write_unknown_checkpoint(folder: str | Path, *, with_custom_code: bool = Fal
         config["auto_map"] = {"AutoConfig": "configuration_zorbish_moe.ZorbishMoeConfig"}
         (folder / "configuration_zorbish_moe.py").write_text(textwrap.dedent('''\
             """A config class shipped inside a checkpoint folder; transformers imports it on trust_remote_code."""
-            import os
-
             from transformers import PretrainedConfig
 
-            print(f"configuration_zorbish_moe.py is running inside your Python process (pid {os.getpid()}): "
-                  "it could read your files and environment variables just as well.")
+            print("configuration_zorbish_moe.py is running inside your Python process (the one that loaded the "
+                  "config: your notebook's kernel): it could read your files and environment variables just as well.")
 
 
             class ZorbishMoeConfig(PretrainedConfig):

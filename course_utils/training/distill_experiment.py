@@ -168,12 +168,13 @@ def make_student(arm: Arm, teacher: torch.nn.Module, student_config: Any, seed: 
     return copied_student(teacher, student_config, layers)
 
 
-def layer_choice_table(teacher: torch.nn.Module, student_config: Any, val_loader, teacher_tokens, *,
-                       device: torch.device | str = "cpu", max_choices: int = 10) -> str:
+def layer_choice_rows(teacher: torch.nn.Module, student_config: Any, val_loader, teacher_tokens, *,
+                      device: torch.device | str = "cpu", max_choices: int = 10) -> list[dict[str, Any]]:
     """Held-out perplexity and agreement of untrained students copied from different sets of teacher layers.
 
     Every choice when there are at most ``max_choices`` (a 2-layer student of a 4-layer teacher has 6), else the
-    two rules of :func:`course_utils.training.distill.teacher_layers_for_student`.
+    two rules of :func:`course_utils.training.distill.teacher_layers_for_student`. One dict per choice: ``layers``,
+    ``rule`` (the rule that picks it, or ""), ``perplexity``, ``agreement``.
     """
     import itertools
 
@@ -187,10 +188,30 @@ def layer_choice_table(teacher: torch.nn.Module, student_config: Any, val_loader
     for layers in choices:
         student = copied_student(teacher, student_config, layers).to(device)
         m = distill.heldout_metrics(student, val_loader, device, teacher_tokens=teacher_tokens)
-        rows.append([str(list(layers)), rules.get(tuple(layers), ""), f"{m['perplexity']:,.2f}",
-                     f"{100 * m['agreement']:.1f}%"])
-    return markdown_table(["teacher layers copied", "rule", "held-out perplexity (untrained)",
-                           "top-1 agreement"], rows)
+        rows.append({"layers": tuple(layers), "rule": rules.get(tuple(layers), ""), "perplexity": m["perplexity"],
+                     "agreement": m["agreement"]})
+    return rows
+
+
+def layer_choice_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """The rows of :func:`layer_choice_rows` as a markdown table."""
+    return markdown_table(["teacher layers copied", "rule", "held-out perplexity (untrained)", "top-1 agreement"],
+                          [[str(list(r["layers"])), r["rule"], f"{r['perplexity']:,.2f}",
+                            f"{100 * r['agreement']:.1f}%"] for r in rows])
+
+
+def layer_choice_figures(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """What the prose reads from the layer-choice table: the best and worst copy that keeps layer 0, the best
+    without it, and where the rule "spread" ranks among the copies that keep layer 0 (1 = lowest perplexity)."""
+    kept = sorted(r["perplexity"] for r in rows if 0 in r["layers"])
+    dropped = [r["perplexity"] for r in rows if 0 not in r["layers"]]
+    spread = next(r["perplexity"] for r in rows if r["rule"] == "spread")
+    figures = {"layer0_copies_best_perplexity": kept[0], "layer0_copies_worst_perplexity": kept[-1],
+               "spread_rule_rank_among_layer0_copies": float(kept.index(spread) + 1),
+               "layer0_copies": float(len(kept))}
+    if dropped:
+        figures["copies_without_layer0_best_perplexity"] = min(dropped)
+    return figures
 
 
 def run_arm(arm: Arm, teacher: torch.nn.Module, student_config: Any, train_loader, val_loader, cfg: TrainConfig, *,
@@ -375,21 +396,29 @@ def softening_table(model: torch.nn.Module, tokenizer: Any, prompt: str, tempera
     return markdown_table(headers, rows)
 
 
-def temperature_gradient_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                               temperatures: Sequence[float]) -> str:
-    """Size of the soft term's gradient on the student's logits at each T, without and with the T**2 factor."""
-    rows = []
+def temperature_gradient_norms(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                               temperatures: Sequence[float]) -> dict[float, tuple[float, float]]:
+    """Size of the soft term's gradient on the student's logits at each T: ``{T: (without T**2, with T**2)}``."""
+    norms = {}
     for temperature in temperatures:
-        norms = []
+        pair = []
         for scale in (1.0, temperature**2):
             logits = student_logits.detach().clone().float().requires_grad_()
             with torch.enable_grad():
                 soft = distill.distillation_loss(logits, teacher_logits.detach(), None, alpha=1.0,
                                                  temperature=temperature)
                 (soft / temperature**2 * scale).backward()
-            norms.append(logits.grad.norm().item())
-        rows.append([f"{temperature:g}", f"{norms[0]:.4f}", f"{norms[1]:.4f}"])
-    return markdown_table(["T", "gradient norm of KL_T", "gradient norm of T^2 KL_T"], rows)
+            pair.append(logits.grad.norm().item())
+        norms[temperature] = (pair[0], pair[1])
+    return norms
+
+
+def temperature_gradient_table(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                               temperatures: Sequence[float]) -> Table:
+    """The norms of :func:`temperature_gradient_norms` as a markdown table."""
+    norms = temperature_gradient_norms(student_logits, teacher_logits, temperatures)
+    return markdown_table(["T", "gradient norm of KL_T", "gradient norm of T^2 KL_T"],
+                          [[f"{t:g}", f"{plain:.4f}", f"{scaled:.4f}"] for t, (plain, scaled) in norms.items()])
 
 
 @torch.no_grad()

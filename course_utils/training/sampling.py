@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from course_utils.reporting.stored_outputs import readable  # noqa: F401 - sampling.readable(text) for the page
 from course_utils.training.train import logits_of
 
 
@@ -131,5 +132,6 @@ def sampling_table(model: torch.nn.Module, tokenizer: Any, prompt: str, *, max_n
     for name, kwargs in settings:
         for seed in seeds:
             text = generate_text(model, tokenizer, prompt, max_new_tokens, seed=seed, **kwargs)
-            rows.append({"setting": name, "seed": seed, "continuation": text[len(prompt):].replace("\n", " ")})
+            continuation = readable(text[len(prompt):].replace("\n", " "))  # random bytes: no bell on the page
+            rows.append({"setting": name, "seed": seed, "continuation": continuation})
     return rows

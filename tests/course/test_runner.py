@@ -195,6 +195,22 @@ def test_summary_markdown_table_and_failures():
     assert "### 03_c.ipynb, before any cell ran" in text
 
 
+
+@pytest.mark.slow
+def test_a_run_reports_the_claims_its_figures_contradict(tmp_path):
+    path = _ok_notebook(tmp_path)
+    nb = read_notebook(path)
+    nb.cells.append(nbformat.v4.new_markdown_cell("The answer is above a hundred, and the loss below two."))
+    nb.cells[-1].metadata["claims"] = [{"sentence": "The answer is above a hundred", "holds": "answer > 100"},
+                                       {"sentence": "the loss below two", "holds": "loss < 2"}]
+    _write(nb, path)
+    (result,) = run_notebooks([path], build_dir=tmp_path / "build", verbose=False)
+    assert result.ok and len(result.failed_claims) == 1
+    assert "cell 4" in result.failed_claims[0] and "answer = 42" in result.failed_claims[0]
+    summary = (tmp_path / "build" / "summary.md").read_text()
+    assert "Markdown claims this run's figures contradict: 1." in summary and "The answer is above a hundred" in summary
+    assert json.loads((tmp_path / "build" / "summary.json").read_text())["results"][0]["failed_claims"]
+
 # --- checked outputs ----------------------------------------------------------------------------------------------
 
 

@@ -19,11 +19,15 @@ def rows(qlora_seconds, qlora_loss=(1.0, 1.1, 0.9)):
 
 def test_a_clear_slowdown_is_a_verdict_and_a_small_one_is_not():
     slow = lora_vs_qlora.claims_verdicts(rows((0.30, 0.31, 0.32)))
-    assert slow[1]["verdict"] == "yes: slower beyond the spread"
+    assert slow[1]["verdict"] == "slower beyond the spread, but by 48%, not about 10%"
     assert slow[0]["verdict"].startswith("yes for the model; training peak: within the spread")
-    assert slow[2]["verdict"] == "consistent: no difference beyond the spread"
+    assert slow[2]["verdict"] == "consistent: no difference in held-out loss beyond the spread"
     close = lora_vs_qlora.claims_verdicts(rows((0.19, 0.22, 0.21)))
     assert close[1]["verdict"].startswith("cannot tell") and "3 seeds" in close[1]["verdict"]
+    about = lora_vs_qlora.claims_verdicts(rows((0.225, 0.23, 0.235)), steps=15)
+    assert about[1]["verdict"] == "yes: about 10% slower (10%), beyond the spread"
+    assert about[2]["verdict"].endswith("after 15 steps (early learning, not final accuracy)")
+    assert "3 seeds of 15 steps" in about[0]["verdict"]
     faster = lora_vs_qlora.claims_verdicts(rows((0.10, 0.11, 0.12)))
     assert faster[1]["verdict"] == "no: faster beyond the spread"
 

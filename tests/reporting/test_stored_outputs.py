@@ -129,3 +129,39 @@ def test_a_table_renders_as_markdown_in_a_notebook_and_prints_as_plain_text():
     data, _ = DisplayFormatter().format(table)
     assert data == {"text/plain": str(table), "text/markdown": str(table)}  # nbval compares the plain form
     assert str(table).splitlines()[2] == "| tiny  |    942,720 |"
+
+
+def test_what_changes_on_every_run_or_cannot_be_shown_is_found():
+    nb = notebook([code("x")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=(
+        "sample: 'loreen\x07 apple\ufffd'\nrunning in process (pid 10945)\nweight at 0x7f55fb127fa8\n"
+        "files go to build/work/05_lora_and_qlora/run_sgugdryd\n"
+        "Failed to load CPU gemm_4bit_forward. Please make sure you already `pip install kernels`\n")),
+        nbformat.v4.new_output("display_data", data={"text/plain": stored_outputs.HTML_FALLBACK,
+                                                     "text/html": "<table><tr><td>1</td></tr></table>"})]
+    problems = "\n".join(stored_outputs.output_problems(nb))
+    for kind in ("control character '\\x07'", "replacement character", "process id 'pid 10945'",
+                 "memory address '0x7f55fb127fa8'", "random folder name 'run_sgugdryd'", "'pip install kernels'",
+                 "an HTML display stored as '<IPython.core.display.HTML object>'"):
+        assert kind in problems
+    clean = notebook([code("x")])
+    clean.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=(
+        "files go to build/work/05_lora_and_qlora/<run>; lora_adapter, checkpoint-8, tiny-llama-student\n"
+        "same address (data_ptr): True; 16,777,216 parameters\n"))]
+    assert stored_outputs.output_problems(clean) == []
+
+
+def test_model_text_is_made_readable_and_the_trainer_table_gets_its_text():
+    assert stored_outputs.readable("a\x07b\ufffdc\x0cd\te\n") == "a\u2407b\u25a1c\u240cd\te\n"
+    trainer_html = ("<div><progress value='150' max='150'></progress>\n [150/150 00:16, Epoch 3/4]\n</div>"
+                    "<table><thead><tr><th>Step</th><th>Training Loss</th></tr></thead>"
+                    "<tbody><tr><td>15</td><td>7.844548</td></tr></tbody></table><p>")
+    evaluation_html = "<div><progress value='1' max='1'></progress>\n [1/1 : < :]\n</div>"
+    nb = notebook([code("trainer.train()")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"text/plain": stored_outputs.HTML_FALLBACK,
+                                                                         "text/html": markup})
+                           for markup in (trainer_html, evaluation_html)]
+    assert stored_outputs.trainer_tables_as_text(nb) == 2
+    texts = [output["data"]["text/plain"] for output in nb.cells[0].outputs]
+    assert texts == ["[150/150 00:16, Epoch 3/4]\n| Step | Training Loss |\n| 15 | 7.844548 |", "[1/1]"]
+    assert stored_outputs.output_problems(nb) == []

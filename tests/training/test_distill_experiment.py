@@ -117,8 +117,15 @@ def test_layer_choice_and_small_tables_on_the_tiny_models():
     texts = dx.story_texts("tiny-stories", "validation", 20)
     _, val_loader = dx.story_loaders(tokenizer, texts, texts, context=64, batch_size=8)
     tokens = distill.teacher_top1(teacher, val_loader)
-    table = dx.layer_choice_table(teacher, student_config, val_loader, tokens)
+    rows = dx.layer_choice_rows(teacher, student_config, val_loader, tokens)
+    table = dx.layer_choice_table(rows)
     assert table.count("\n") == 7 and "| spread" in table and "| last" in table
+    figures = dx.layer_choice_figures(rows)
+    kept = sorted(r["perplexity"] for r in rows if 0 in r["layers"])
+    assert figures["layer0_copies"] == 3 and figures["layer0_copies_best_perplexity"] == kept[0]
+    assert 1 <= figures["spread_rule_rank_among_layer0_copies"] <= 3
+    assert figures["copies_without_layer0_best_perplexity"] == min(r["perplexity"] for r in rows
+                                                                   if 0 not in r["layers"])
     soft = dx.softening_table(teacher, tokenizer, "Once upon a time, there was a", [1.0, 4.0])
     assert "T = 4" in soft and "all others" in soft
     inputs, _ = next(iter(val_loader))
