@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+# sandbox_required: the `sandbox` marker (skipped without bubblewrap, required in CI); pytester: tests of plugins.
+pytest_plugins = ["sandbox_required", "pytester"]
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,3 +48,6 @@ def load_script():
         return module
 
     return load
+
+# Notebooks under tests/ are fixtures the tests read, not notebooks for nbval to run (`make test` runs solutions/).
+collect_ignore_glob = ["*.ipynb"]

@@ -89,6 +89,7 @@ def _submission(solution, answers: dict[str, str]):
     return nb
 
 
+@pytest.mark.sandbox
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name[:2] for path in NOTEBOOKS])
 def test_the_grader_gives_delegation_zero_and_the_solution_full_points(tmp_path, path):
