@@ -11,6 +11,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# pytest-timeout's limit for a test marked slow (notebook runs, training, the data rebuild); pyproject.toml's
+# `timeout` is the others'.
+SLOW_TEST_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
+
 
 @pytest.fixture(scope="module", params=["packed", "generic"])
 def bnb_cpu_kernel(request):
