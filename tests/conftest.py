@@ -5,9 +5,22 @@ import sys
 
 import pytest
 
+# sandbox_required: the `sandbox` marker (skipped without bubblewrap, required in CI); pytester: tests of plugins.
+pytest_plugins = ["sandbox_required", "pytester"]
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# pytest-timeout's limit for a test marked slow (notebook runs, training, the data rebuild); pyproject.toml's
+# `timeout` is the others'.
+SLOW_TEST_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
 
 
 @pytest.fixture(scope="module", params=["packed", "generic"])
@@ -47,3 +60,6 @@ def load_script():
         return module
 
     return load
+
+# Notebooks under tests/ are fixtures the tests read, not notebooks for nbval to run (`make test` runs solutions/).
+collect_ignore_glob = ["*.ipynb"]

@@ -8,7 +8,6 @@ others. The summary goes to ``build/summary.json`` and ``build/summary.md``.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 import platform
@@ -24,7 +23,7 @@ from course_utils.course import paths
 from course_utils.course.release import cell_tags, read_notebook, write_notebook
 from course_utils.reporting import claims
 from course_utils.reporting.key_figures import FIGURES_ENV
-from course_utils.reporting.stored_outputs import PROGRESS_METER, settle_progress_bars, trainer_tables_as_text
+from course_utils.reporting.stored_outputs import settle_progress_bars, trainer_tables_as_text
 
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
 
@@ -178,29 +177,33 @@ def _read_figures(path: Path) -> dict[str, Any]:
 def _locate_failure(
     notebook: Path, output: Path, error: BaseException, cell_timeout: float
 ) -> tuple[FailedCell | None, str]:
-    """The failing cell (index in the source notebook) and ``ename: evalue``, read from the executed notebook."""
-    ename, evalue = getattr(error, "ename", None), getattr(error, "evalue", None)
-    message = f"{ename}: {evalue}" if ename else f"{type(error).__name__}: {_first_line(str(error))}"
-    if type(error).__name__ == "CellTimeoutError":
+    """The failing cell (index in the source notebook) and ``ename: evalue``.
+
+    A cell that raised comes as papermill's ``PapermillExecutionError``, which names the cell by its index in the
+    executed notebook (papermill's injected-parameters cell included). A timeout or a dead kernel leaves no error
+    output: then the last cell the executed notebook shows started is the one.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(error, PapermillExecutionError):
+        message = f"{error.ename}: {error.evalue}"
+    elif type(error).__name__ == "CellTimeoutError":
         message = f"CellTimeoutError: a cell ran longer than {cell_timeout:g} s"
+    else:
+        message = f"{type(error).__name__}: {_first_line(str(error))}"
     try:
         source_ids = {cell.get("id"): index for index, cell in enumerate(read_notebook(notebook).cells)}
         executed = read_notebook(output).cells if output.exists() else []
     except Exception:  # noqa: BLE001 - an unreadable notebook still gets its error reported
         return None, message
-    started = None
-    for cell in (cell for cell in executed if not set(cell_tags(cell)) & set(PAPERMILL_TAGS)):
-        meta = cell.get("metadata", {}).get("papermill", {})
-        failed = meta.get("exception") or any(
-            out.get("output_type") == "error" for out in cell.get("outputs", [])
-        )
-        if failed:
-            return _failed_cell(cell, source_ids), message
-        if meta.get("start_time") and cell.cell_type == "code":
-            started = (
-                cell  # a timeout or a dead kernel leaves no error output: the last cell started is the one
-            )
-    return (_failed_cell(started, source_ids) if started is not None else None), message
+    if isinstance(error, PapermillExecutionError):
+        # its index counts the cells as they ran, before papermill put its error banner at the top
+        ran = [cell for cell in executed if "papermill-error-cell-tag" not in cell_tags(cell)]
+        if 0 <= error.cell_index < len(ran):
+            return _failed_cell(ran[error.cell_index], source_ids), message
+    started = [cell for cell in executed if cell.cell_type == "code" and not set(cell_tags(cell)) & set(PAPERMILL_TAGS)
+               and cell.get("metadata", {}).get("papermill", {}).get("start_time")]
+    return (_failed_cell(started[-1], source_ids) if started else None), message
 
 
 def _failed_cell(cell: NotebookNode, source_ids: dict[str | None, int]) -> FailedCell:
@@ -253,56 +256,6 @@ def copy_outputs(executed_path: Path, solution_path: Path) -> int:
         updated += 1
     write_notebook(solution, solution_path)
     return updated
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checked outputs: the cells whose output is the same on every run and every machine
-
-CHECK_OUTPUT_MARKER = "# NBVAL_CHECK_OUTPUT"  # nbval's name for the mark, so nbval could check the same cells
-
-
-def checked_output_differences(solution_path: Path, executed_path: Path) -> list[str]:
-    """Marked cells of the solution whose executed output is not the stored one, each with a short diff.
-
-    Compared: what the cell prints (stdout, ``text/plain`` and errors), line by line, trailing spaces ignored; not
-    stderr (library warnings) nor progress bars, whose rates change from run to run.
-    Cells are matched by cell id, as :func:`copy_outputs` matches them.
-    """
-    executed = {cell.get("id"): cell for cell in read_notebook(executed_path).cells if cell.cell_type == "code"}
-    problems = []
-    for index, cell in enumerate(read_notebook(solution_path).cells):
-        if cell.cell_type != "code" or CHECK_OUTPUT_MARKER not in cell.source.split("\n"):
-            continue
-        run = executed.get(cell.get("id"))
-        stored, now = _seen_text(cell.get("outputs", [])), _seen_text(run.get("outputs", []) if run else [])
-        if run is None:
-            problems.append(f"cell {index} (`{_first_line(cell.source)}`): not in the executed notebook")
-        elif not cell.get("outputs"):
-            problems.append(f"cell {index}: no stored output to compare with; store one with --update-solutions")
-        elif stored != now:
-            diff = list(difflib.unified_diff(stored, now, "stored", "now", lineterm="", n=0))[2:8]
-            problems.append(f"cell {index} (`{_first_line(cell.source)}`) printed something else:\n  "
-                            + "\n  ".join(diff))
-    return problems
-
-
-def _seen_text(outputs: list[Any]) -> list[str]:
-    text = []
-    for out in outputs:
-        kind = out.get("output_type")
-        if kind == "stream" and out.get("name") == "stdout":
-            text.append(_joined(out.get("text", "")))
-        elif kind in ("execute_result", "display_data"):
-            plain = _joined(out.get("data", {}).get("text/plain", ""))
-            if not (kind == "display_data" and PROGRESS_METER.search(plain)):  # a settled tqdm bar
-                text.append(plain)
-        elif kind == "error":
-            text.append(f"{out.get('ename')}: {out.get('evalue')}")
-    return [line.rstrip() for line in "".join(text).split("\n")]
-
-
-def _joined(value: Any) -> str:
-    return "".join(value) if isinstance(value, list) else str(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------

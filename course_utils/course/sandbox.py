@@ -48,6 +48,10 @@ _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/e
 _boxes = itertools.count()
 _boxes_lock = threading.Lock()
 
+# The same words `make setup` prints where bwrap is missing (tests/test_sandbox_required.py compares them).
+INSTALL_BUBBLEWRAP = ("Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf install bubblewrap; "
+                      "Arch: sudo pacman -S bubblewrap")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -259,7 +263,7 @@ def find_sandbox(limits: Limits | None = None) -> Sandbox:
         return unconfined(f"the sandbox needs Linux (bubblewrap); this is {sys.platform}", limits)
     tool = shutil.which("bwrap")
     if tool is None:
-        return unconfined("bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)", limits)
+        return unconfined(f"bubblewrap is not installed ({INSTALL_BUBBLEWRAP})", limits)
     try:
         usage = subprocess.run([tool, "--help"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:

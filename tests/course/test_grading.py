@@ -209,6 +209,7 @@ EXPECTED = {  # student: (points per exercise, reasons per exercise, run column)
 }
 
 
+@pytest.mark.sandbox
 @pytest.mark.slow
 def test_every_submission_gets_its_points_and_reason(graded):
     grades = graded["grades"]
@@ -228,6 +229,7 @@ def test_every_submission_gets_its_points_and_reason(graded):
     assert any("skipped README.txt" in line for line in graded["log"])
 
 
+@pytest.mark.sandbox
 @pytest.mark.slow
 def test_the_gradebook_csv(graded):
     rows = list(csv.DictReader(io.StringIO((graded["out"] / "gradebook.csv").read_text("utf-8"))))
@@ -254,6 +256,7 @@ def test_the_gradebook_csv(graded):
     assert by_student["dave"]["notes"] == "no notebook found: the folder has no .ipynb file"
 
 
+@pytest.mark.sandbox
 @pytest.mark.slow
 def test_feedback_says_what_failed_and_why(graded):
     feedback = graded["out"] / "feedback"
@@ -277,6 +280,7 @@ def test_feedback_says_what_failed_and_why(graded):
     assert "not written" in (feedback / "blank.md").read_text("utf-8")
 
 
+@pytest.mark.sandbox
 @pytest.mark.slow
 def test_no_submission_affects_another_or_the_grader(graded):
     root, subs, out = graded["root"], graded["subs"], graded["out"]
@@ -293,6 +297,7 @@ def test_no_submission_affects_another_or_the_grader(graded):
     assert ran.cells[-1].outputs[0]["text"] == "the end\n"
 
 
+@pytest.mark.sandbox
 @pytest.mark.slow
 def test_a_submission_that_loops_forever_is_stopped(tmp_path):
     solution = _solution(tmp_path)
@@ -754,6 +759,7 @@ def test_titles_and_manual_answers_of_a_solution():
 # --- command line ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.sandbox
 def test_cli_grade_without_running_notebooks(tmp_path, capsys):
     solution = _solution(tmp_path)
     subs = tmp_path / "subs"
@@ -809,6 +815,7 @@ def test_cli_help_lists_grade_and_stays_light():
     assert probe.stdout.split() == ["True", "False", "False"], probe.stderr
 
 
+@pytest.mark.sandbox
 def test_a_grader_failure_on_one_submission_does_not_stop_the_others(tmp_path, monkeypatch):
     import course_utils.course.grading as grading
 

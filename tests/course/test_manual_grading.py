@@ -145,6 +145,7 @@ def _gradebook(out: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
         return list(reader.fieldnames or []), {row["student"]: row for row in reader}
 
 
+@pytest.mark.sandbox
 def test_grading_lists_the_written_answers_per_student_and_keeps_the_points_apart(graded):
     columns, rows = _gradebook(graded)
     assert columns == ["student", "nb02-word-count", "nb02-squares", "nb02-initials", "auto", "auto_max",
@@ -180,6 +181,7 @@ def _fill(out: Path, marks: dict[tuple[str, str], tuple[str, str]]) -> Path:
     return path
 
 
+@pytest.mark.sandbox
 def test_merge_manual_writes_the_marks_into_the_gradebook_and_the_feedback(graded, capsys):
     _fill(graded, {("ann", "nb02-why-count"): ("1.5", "names the unit, no use"), ("ann", "nb02-plot-task"): ("1", "")})
     assert main(["grade", "merge-manual", str(graded)]) == 0
@@ -219,6 +221,7 @@ def test_read_marks_names_every_line_to_fix(text, problem):
         read_marks(text, items, ["ann", "bo"])
 
 
+@pytest.mark.sandbox
 def test_a_wrong_marks_file_changes_nothing(graded, capsys):
     before = (graded / "gradebook.csv").read_text(encoding="utf-8")
     bad = graded / "bad.csv"

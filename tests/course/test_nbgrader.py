@@ -92,6 +92,7 @@ def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.sandbox
 @pytest.mark.slow
 def test_nbgrader_generates_and_autogrades_our_solution_like_we_do(tmp_path):
     course = tmp_path / "course"

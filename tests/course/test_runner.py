@@ -11,7 +11,6 @@ import pytest
 from nb_builders import EXAMPLE_SOLUTION, code, example_solution, markdown, notebook
 
 from course_utils.__main__ import main
-from course_utils.course import runner
 from course_utils.course.release import make_student_notebook, read_notebook, validate_solution_notebook
 from course_utils.course.runner import FailedCell, RunResult, copy_outputs, run_notebooks, summary_markdown
 from course_utils.reporting.key_figures import FIGURES_ENV
@@ -210,70 +209,3 @@ def test_a_run_reports_the_claims_its_figures_contradict(tmp_path):
     summary = (tmp_path / "build" / "summary.md").read_text()
     assert "Markdown claims this run's figures contradict: 1." in summary and "The answer is above a hundred" in summary
     assert json.loads((tmp_path / "build" / "summary.json").read_text())["results"][0]["failed_claims"]
-
-# --- checked outputs ----------------------------------------------------------------------------------------------
-
-
-def _checked_pair(tmp_path, stored: str, now: str, marked: bool = True, stored_outputs: bool = True):
-    from nbformat.v4 import new_code_cell, new_notebook, new_output
-
-    from course_utils.course.release import write_notebook
-
-    def book(text):
-        cell = new_code_cell(("# NBVAL_CHECK_OUTPUT\n" if marked else "") + "print(x)")
-        cell["id"] = "c1"
-        cell.outputs = [new_output("stream", name="stdout", text=text)] if text is not None else []
-        return new_notebook(cells=[cell])
-
-    solution, executed = tmp_path / "solution.ipynb", tmp_path / "executed.ipynb"
-    write_notebook(book(stored if stored_outputs else None), solution)
-    write_notebook(book(now), executed)
-    return runner.checked_output_differences(solution, executed)
-
-
-def test_checked_cells_that_print_the_same_pass(tmp_path):
-    assert _checked_pair(tmp_path, "a table\n", "a table   \n") == []  # trailing spaces do not count
-
-
-def test_a_checked_cell_that_prints_something_else_is_reported_with_a_diff(tmp_path):
-    problems = _checked_pair(tmp_path, "832 tokens\n", "864 tokens\n")
-    assert len(problems) == 1 and "cell 0" in problems[0] and "-832 tokens" in problems[0] and "+864" in problems[0]
-
-
-def test_unmarked_cells_may_change(tmp_path):
-    assert _checked_pair(tmp_path, "1.23 s\n", "4.56 s\n", marked=False) == []
-
-
-def test_a_marked_cell_without_a_stored_output_says_how_to_store_one(tmp_path):
-    problems = _checked_pair(tmp_path, None, "x\n", stored_outputs=False)
-    assert problems and "--update-solutions" in problems[0]
-
-
-def test_stderr_and_progress_bars_of_a_checked_cell_may_change(tmp_path):
-    from nbformat.v4 import new_code_cell, new_notebook, new_output
-
-    from course_utils.course.release import write_notebook
-
-    def book(rate):
-        cell = new_code_cell("# NBVAL_CHECK_OUTPUT\nsave_and_print()")
-        cell["id"] = "c1"
-        cell.outputs = [new_output("stream", name="stderr", text=f"Writing: 100%|##| 1/1 [00:00, {rate}it/s]"),
-                        new_output("stream", name="stdout", text="| model | tensors |\n")]
-        return new_notebook(cells=[cell])
-
-    solution, executed = tmp_path / "solution.ipynb", tmp_path / "executed.ipynb"
-    write_notebook(book(110.49), solution)
-    write_notebook(book(91.13), executed)
-    assert runner.checked_output_differences(solution, executed) == []
-    settled = [new_output("display_data", data={"text/plain": f"Writing: 100%|##| 1/1 [00:00<00:00, {rate}it/s]"})
-               for rate in (110.49, 91.13)]  # a settled widget bar (stored_outputs.settle_progress_bars)
-    for rate, bar, path in ((110.49, settled[0], solution), (91.13, settled[1], executed)):
-        nb = book(rate)
-        nb.cells[0].outputs.insert(1, bar)
-        write_notebook(nb, path)
-    assert runner.checked_output_differences(solution, executed) == []
-    write_notebook(book(91.13), solution)
-    executed_nb = book(91.13)
-    executed_nb.cells[0].outputs[1]["text"] = "| model | other |\n"
-    write_notebook(executed_nb, executed)
-    assert runner.checked_output_differences(solution, executed)  # stdout still counts

@@ -1,7 +1,7 @@
 """The grader's sandbox: what one box lets a process see and do, and hostile submissions that change nothing.
 
-On Linux these tests need bubblewrap (``apt-get install bubblewrap``; ``.ci/run`` installs it): a missing one is a
-failure there, not a skip, because grading refuses to run without it. Elsewhere they are skipped.
+The tests marked ``sandbox`` need bubblewrap (``apt-get install bubblewrap``; ``.ci/run`` installs it): without it
+they are skipped with the reason, except in CI, where a missing sandbox fails them (tests/sandbox_required.py).
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.sandbox
 @linux_only
 def test_a_box_sees_and_changes_only_what_it_may(box, tmp_path, monkeypatch):
     home, folder = tmp_path / "home", tmp_path / "box"
@@ -123,6 +124,7 @@ def test_a_box_sees_and_changes_only_what_it_may(box, tmp_path, monkeypatch):
     assert _digest(paths.PACKAGE_DIR) == before
 
 
+@pytest.mark.sandbox
 @linux_only
 def test_an_unprivileged_box_works_too(box, tmp_path):
     """What a non-root grader gets (bubblewrap in a user namespace); as root, the same command line is forced."""
@@ -161,6 +163,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.sandbox
 @linux_only
 def test_a_box_limits_file_size_memory_and_processes(box, tmp_path):
     tight = dataclasses.replace(box, limits=dataclasses.replace(SMALL, file_bytes=2**20, processes=16))
@@ -171,6 +174,7 @@ def test_a_box_limits_file_size_memory_and_processes(box, tmp_path):
     assert (tmp_path / "big.bin").stat().st_size == 2**20
 
 
+@pytest.mark.sandbox
 @linux_only
 def test_a_check_may_write_anywhere_in_its_submission_folder(box, tmp_path):
     """Checks save files under paths.work_dir(), the submission's build folder, as notebook 01's hidden tests do."""
@@ -234,6 +238,7 @@ def test_the_instructors_guide_states_the_limits_the_code_sets():
     assert f"from {sandbox.FIRST_BOX_UID})" in text
 
 
+@pytest.mark.sandbox
 def test_the_box_explains_the_errors_it_causes(box):
     message = "OSError: [Errno 30] Read-only file system: '/work/x' (in the exercise cell, line 2: `...`)"
     assert box.explain(message).endswith("The grader runs your code in a sandbox: files outside its own folder "
@@ -317,6 +322,7 @@ EXPECTED_MESSAGES = {
 }
 
 
+@pytest.mark.sandbox
 @pytest.mark.slow
 @linux_only
 def test_hostile_submissions_get_nothing_and_change_nothing(box, tmp_path, monkeypatch):
