@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from nb_builders import code, notebook
+from nb_builders import code, markdown, notebook
 from nbformat.v4 import new_output
 
 from course_utils.course import paths
@@ -39,8 +39,13 @@ def _books(folder: Path) -> tuple[Path, Path]:
         _stored(code(f'{CHECK}\nprint("864 tokens")'), new_output("stream", name="stdout", text="832 tokens\n")),
     ])
     silent = notebook([_stored(code("x = 1"))])  # records no key figure
-    paths_written = folder / "01_measured.ipynb", folder / "02_silent.ipynb"
-    for book, path in zip((measured, silent), paths_written):
+    # A sentence tied to a figure that this execution contradicts: 832 tokens are not more than a thousand.
+    claim = markdown("The corpus holds more than a thousand tokens.")
+    claim.metadata["claims"] = [{"sentence": "more than a thousand tokens", "holds": "tokens > 1000"}]
+    claimed = notebook([_stored(code('from course_utils.reporting.key_figures import record\nrecord("tokens", 832)')),
+                        claim])
+    paths_written = folder / "01_measured.ipynb", folder / "02_silent.ipynb", folder / "03_claimed.ipynb"
+    for book, path in zip((measured, silent, claimed), paths_written):
         write_notebook(book, path)
     return paths_written
 
@@ -59,12 +64,13 @@ def _nbval(folder: Path, *options: str) -> dict[str, str]:
         "def pytest_sessionfinish(session):\n"
         f"    open({str(report)!r}, 'w').write(json.dumps(OUTCOMES))\n"
     )
-    subprocess.run(
+    ran = subprocess.run(
         [sys.executable, "-m", "pytest", f"--rootdir={folder}", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "outcomes",
          "-p", "course_utils.course.nbval_plugin", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout", "60",
-         *options, "01_measured.ipynb", "02_silent.ipynb"],
+         *options, "01_measured.ipynb", "02_silent.ipynb", "03_claimed.ipynb"],
         cwd=folder, env=env, capture_output=True, text=True, timeout=300,
     )
+    assert report.exists(), ran.stdout[-3000:] + ran.stderr[-3000:]
     return json.loads(report.read_text())
 
 
@@ -79,6 +85,8 @@ def test_nbval_fails_a_changed_checked_output_and_passes_a_progress_bar_that_dif
         "01_measured.ipynb::after the run": "passed",
         "02_silent.ipynb::Cell 0": "passed",
         "02_silent.ipynb::after the run": "failed",  # no key figure
+        "03_claimed.ipynb::Cell 0": "passed",
+        "03_claimed.ipynb::after the run": "failed",  # its sentence says more than 1000, the run measured 832
     }
     figures = json.loads((tmp_path / "build" / "nbval" / "01_measured.figures.json").read_text())
     assert figures == {"tokens": {"value": 832, "unit": "tokens"}}
