@@ -142,6 +142,7 @@ class NotebookRun:
     first_line: str = ""
     error: str = ""
     failed_checks: int = 0
+    memory_bytes: int = 0  # the largest resident memory of all its processes together (0: not watched)
 
     @property
     def ok(self) -> bool:
@@ -399,12 +400,11 @@ def run_submission(
         watch = sandbox.memory_watch() if sandbox is not None else None
         timed_out = wait_or_kill(process, timeout, watch)
     seconds = time.perf_counter() - start
-    if watch is not None and watch.exceeded:
-        text = _read_small(executed)
-        nb = _parsed(text)
-        stopped = analyse_run(nb, seconds=seconds, timed_out=True, completed=False)
-        return dataclasses.replace(stopped, status="memory", error=watch.reason()), text
     text = _read_small(executed)
+    peak = watch.peak_bytes if watch is not None else 0
+    if watch is not None and watch.exceeded:
+        stopped = analyse_run(_parsed(text), seconds=seconds, timed_out=True, completed=False)
+        return dataclasses.replace(stopped, status="memory", error=watch.reason(), memory_bytes=peak), text
     try:
         report = json.loads(outcome.read_text(encoding="utf-8")) if outcome.exists() and not timed_out else {}
     except (OSError, ValueError):
@@ -420,7 +420,7 @@ def run_submission(
         completed=bool(report.get("completed")),
         error=str(report.get("error", "")),
     )
-    return run, text
+    return dataclasses.replace(run, memory_bytes=peak), text
 
 
 def _parsed(text: str | None) -> NotebookNode | None:

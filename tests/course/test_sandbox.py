@@ -33,7 +33,7 @@ from course_utils.course.grading import (
     GradingError,
     grade_submissions,
 )
-from course_utils.course.release import make_student_notebook, write_notebook
+from course_utils.course.release import make_student_notebook, read_notebook, write_notebook
 from course_utils.course.sandbox import Limits, Sandbox
 
 LINUX = sys.platform.startswith("linux")
@@ -232,6 +232,7 @@ def test_the_instructors_guide_states_the_limits_the_code_sets():
     assert f"output included ({limits.file_bytes // 2**20} MiB), {limits.tmpfs_bytes // 2**20} MiB for each" in text
     assert f"prints more than {exercises.OUTPUT_LIMIT // 2**20} MiB" in text
     assert f"from {sandbox.FIRST_BOX_UID})" in text
+    assert f"`Limits.total_memory_bytes` ({limits.total_memory_bytes // 2**30} GiB;" in text
 
 
 def test_the_box_explains_the_errors_it_causes(box):
@@ -478,3 +479,18 @@ def test_an_allocation_past_the_limit_of_a_submission_fails_with_its_reason(box,
     assert "all its processes together used more than 1 GiB of memory, the limit for a whole submission" in feedback
     assert "it was stopped while running cell 5" in feedback
     assert f"`{first}`: {grading.OVER_MEMORY}" in feedback
+
+
+@pytest.mark.slow
+@linux_only
+def test_notebook_03_graded_in_the_sandbox_runs_to_its_end(tmp_path):
+    """The whole notebook, DDP launch (cell 82, two ranks on the loopback) included, under the default limits."""
+    box = sandbox.find_sandbox()
+    solution = paths.solutions_dir() / "03_pretraining_a_gpt.ipynb"
+    _write(read_notebook(solution), tmp_path / "subs" / "own-solution.ipynb")
+    (grade,) = grade_submissions(solution, tmp_path / "subs", tmp_path / "out", sandbox=box, log=None)
+    assert grade.run.ok, grade.run
+    assert [e.reason for e in grade.exercises] == [PASSED] * len(grade.exercises)
+    # Measured here, beside the limit it must stay under (see sandbox.TOTAL_MEMORY_BYTES).
+    print(f"notebook 03 in the box: {grade.run.seconds:.0f} s, {grade.run.memory_bytes / 2**20:.0f} MiB at most")
+    assert 0 < grade.run.memory_bytes < box.limits.total_memory_bytes
