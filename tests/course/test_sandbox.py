@@ -450,14 +450,6 @@ def test_a_box_is_stopped_when_its_processes_together_use_too_much_memory(box, t
     assert "600 MiB for all together" in tight.describe()
 
 
-def test_a_watched_process_within_the_limit_runs_to_its_end(tmp_path):
-    process = subprocess.Popen([sys.executable, "-c", "block = bytearray(50 * 2**20); import time; time.sleep(1)"])
-    watch = sandbox.unconfined("test").memory_watch()
-    assert not exercises.wait_or_kill(process, 60, watch)
-    assert process.returncode == 0 and not watch.exceeded
-    assert 50 * 2**20 < watch.peak_bytes < watch.limit_bytes
-
-
 @pytest.mark.slow
 @linux_only
 def test_an_allocation_past_the_limit_of_a_submission_fails_with_its_reason(box, tmp_path):
