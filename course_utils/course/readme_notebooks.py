@@ -97,21 +97,12 @@ def render(summary: dict[str, Any] | None, gpu: dict[str, Any] | None, notebooks
 def update_readme(readme: Path | None = None, summary: dict[str, Any] | None = None,
                   gpu: dict[str, Any] | None = None, notebooks: list[Path] | None = None) -> bool:
     """Render between the markers of README.md (by default from the build files); True when it changed."""
-    readme = readme or paths.REPO_ROOT / "README.md"
     summary = load_summary() if summary is None else summary
     gpu = gpu_results.load() if gpu is None else gpu
-    text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise ValueError(f"{readme.name} has no '{START}' ... '{END}' markers to render the notebook table between.")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render(summary, gpu, notebooks or solution_notebooks())}\n{END}{tail}"
-    if new != text:
-        readme.write_text(new, encoding="utf-8")
-    return new != text
+    body = render(summary, gpu, notebooks or solution_notebooks())
+    return gpu_results.replace_section(readme or paths.REPO_ROOT / "README.md", START, END, body, "the notebook table")
 
 
 def readme_section(readme: Path | None = None) -> str:
     """The text README.md holds between the markers now."""
-    text = (readme or paths.REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
+    return gpu_results.section_text(readme or paths.REPO_ROOT / "README.md", START, END)
