@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("report", help="print the environment report ([OK]/[FAIL] per check)")
     commands.add_parser("data", help="rebuild data/ (corpora, tokenizer, tiny checkpoints)")
+    commands.add_parser("readme-notebooks", help="render README.md's notebook table (times from build/summary.json "
+                        "of `make run`, GPU times from build/gpu/results.json)")
     environment = commands.add_parser("environment-yml", help="write environment.yml from pyproject.toml")
     environment.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if environment.yml is out of date"
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "hub-standins": _hub_standins,
         "rehearse": _rehearse,
         "environment-yml": _environment_yml,
+        "readme-notebooks": _readme_notebooks,
     }
     try:
         return handlers[args.command](args)
@@ -173,6 +176,15 @@ _DEV_MODULES = {"nbformat", "papermill", "nbgrader", "ipykernel"}
 
 class _UsageError(Exception):
     """A problem the user fixes by changing the command or the files it reads."""
+
+
+def _readme_notebooks(args: argparse.Namespace) -> int:
+    from course_utils.course import readme_notebooks
+
+    changed = readme_notebooks.update_readme()
+    print(readme_notebooks.readme_section())
+    print("README.md updated." if changed else "README.md was already up to date.")
+    return 0
 
 
 def _release(args: argparse.Namespace) -> int:

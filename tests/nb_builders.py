@@ -100,7 +100,7 @@ def header_cells(
     imports_only = notebook([imports_cell])
     helpers_line = f"\n\n{modules_line(imports_only)}" if imported_modules(imports_only) else ""
     return [
-        markdown(f"# {name[:2]} · {title}\n\nWhat this notebook answers.{helpers_line}\n\n{badge}"),
+        markdown(f"# {name[:2]} · {title}\n\nWhat this notebook answers.\n\nBuilds on: nothing.{helpers_line}\n\n{badge}"),
         code(setup_cell_source()),
         code('PROFILE = "auto"' + (f"\n{parameters}" if parameters else ""), tags=("parameters",)),
         imports_cell,

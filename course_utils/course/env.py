@@ -330,6 +330,7 @@ class Requirement:
     status: Status
     detail: str
     fix: str = ""
+    topic: str = "troubleshooting"  # the README's section (its anchor) that explains the fix
 
     @property
     def ok(self) -> bool:
@@ -337,7 +338,22 @@ class Requirement:
 
     def __str__(self) -> str:
         line = f"[{self.status}]".ljust(7) + f"{self.name}: {self.detail}"
-        return line + (f"\n       fix: {self.fix}" if self.fix and self.status in ("FAIL", "WARN") else "")
+        if not self.fix or self.status not in ("FAIL", "WARN"):
+            return line
+        return line + f"\n       fix: {self.fix}\n       more: {troubleshooting_url(self.topic)}"
+
+
+def troubleshooting_url(topic: str = "troubleshooting") -> str:
+    """The README's troubleshooting section (``topic``: one of its headings' anchors) on GitHub."""
+    try:
+        settings = project.tool_settings()
+        repo, branch = settings["github_repo"], settings.get("branch", "main")
+    except Exception:  # noqa: BLE001 - an installed copy without pyproject.toml still prints its report
+        return f"README.md#{topic}"
+    return f"https://github.com/{repo}/blob/{branch}/README.md#{topic}"
+
+
+INSTALL_TOPIC = "restarting-after-an-install"
 
 
 def version_at_least(installed: str, minimum: str) -> bool:
@@ -370,13 +386,13 @@ def check_package(import_name: str, dist_name: str, minimum: str | None, *, impo
     except ModuleNotFoundError as exc:
         if exc.name != import_name:
             return Requirement(label, "FAIL", f"installed but `import {import_name}` fails: {exc}",
-                               _install_hint(spec, "--force-reinstall"))
+                               _install_hint(spec, "--force-reinstall"), INSTALL_TOPIC)
         found = False
     except Exception as exc:  # noqa: BLE001 - a broken install is a FAIL with its error, not a crash
         return Requirement(label, "FAIL", f"installed but `import {import_name}` fails ({type(exc).__name__}: "
-                           f"{str(exc)[:120]})", _install_hint(spec, "--force-reinstall"))
+                           f"{str(exc)[:120]})", _install_hint(spec, "--force-reinstall"), INSTALL_TOPIC)
     if not found:
-        return Requirement(label, "FAIL", "not installed", _install_hint(spec))
+        return Requirement(label, "FAIL", "not installed", _install_hint(spec), INSTALL_TOPIC)
     try:
         version = importlib.metadata.version(dist_name)
     except importlib.metadata.PackageNotFoundError:
@@ -385,7 +401,7 @@ def check_package(import_name: str, dist_name: str, minimum: str | None, *, impo
         return Requirement(label, "WARN", "installed, version unknown",
                            f"check that it is at least {minimum}" if minimum else "")
     if minimum and not version_at_least(version, minimum):
-        return Requirement(label, "FAIL", f"{version} is too old", _install_hint(spec, "-U"))
+        return Requirement(label, "FAIL", f"{version} is too old", _install_hint(spec, "-U"), INSTALL_TOPIC)
     return Requirement(label, "OK", version)
 
 
@@ -467,7 +483,8 @@ def _check_hub() -> list[Requirement]:
         out.append(Requirement("Hugging Face Hub", "OK", "reachable"))
     else:
         out.append(Requirement("Hugging Face Hub", "WARN", "not reachable: the tiny profile will be used",
-                               "check the internet connection (or set HF_HUB_OFFLINE=1 to work offline on purpose)"))
+                               "check the internet connection (or set HF_HUB_OFFLINE=1 to work offline on purpose)",
+                               "working-offline"))
     if hub.token_present():
         out.append(Requirement("HF token", "INFO", "present (not shown)"))
     else:

@@ -22,6 +22,7 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from course_utils.course import paths
+from course_utils.course.memory_watch import MemoryWatch
 from course_utils.course.release import (
     cell_tags,
     nbgrader_meta,
@@ -209,10 +210,13 @@ def evaluate(
                 stdout=out,
                 stderr=err,
             )
-            timed_out = wait_or_kill(process, timeout)
+            watch = sandbox.memory_watch() if sandbox is not None else None
+            timed_out = wait_or_kill(process, timeout, watch)
         seconds = time.perf_counter() - start
         stdout, printed = _read_output(scratch_dir / "stdout.txt")
         stderr, printed_err = _read_output(scratch_dir / "stderr.txt")
+        if watch is not None and watch.exceeded:
+            return Result(False, f"stopped: {watch.reason()}", seconds, stdout, kind="memory")
         if timed_out:
             return Result(
                 False,
@@ -281,8 +285,14 @@ def _child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def wait_or_kill(process: subprocess.Popen, timeout: float) -> bool:
-    """Wait for ``process``; past ``timeout`` seconds (or on Ctrl-C) kill it and all it started. True if timed out."""
+def wait_or_kill(process: subprocess.Popen, timeout: float, watch: MemoryWatch | None = None) -> bool:
+    """Wait for ``process``; past ``timeout`` seconds (or on Ctrl-C) kill it and all it started. True if timed out.
+
+    With a ``watch``, the tree is also killed once all its processes together use more memory than the watch's
+    limit (then ``watch.exceeded`` is true).
+    """
+    if watch is not None:
+        watch.start(process, kill_tree)
     try:
         process.wait(timeout=timeout)
         return False
@@ -292,6 +302,9 @@ def wait_or_kill(process: subprocess.Popen, timeout: float) -> bool:
     except BaseException:  # Ctrl-C: never leave the student's code running
         kill_tree(process)
         raise
+    finally:
+        if watch is not None:
+            watch.stop()
 
 
 def kill_tree(process: subprocess.Popen) -> None:

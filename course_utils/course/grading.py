@@ -75,6 +75,7 @@ UNDEFINED = "function not defined"
 SYNTAX = "syntax error"
 CRASHED = "crashed"
 TIMED_OUT = "timed out"
+OVER_MEMORY = "used too much memory"
 DELETED = "cell deleted"
 GRADER_ERROR = "grader error"
 TOO_MUCH_OUTPUT = "printed too much"
@@ -128,7 +129,8 @@ class ExerciseGrade:
 
 @dataclass(frozen=True)
 class NotebookRun:
-    """How the whole submitted notebook ran: ``ok``, ``error`` (a cell raised), ``timeout`` or ``skipped``.
+    """How the whole submitted notebook ran: ``ok``, ``error`` (a cell raised), ``timeout``, ``memory`` (stopped
+    for using more memory than a whole submission may) or ``skipped``.
 
     ``cell`` is the 0-based index, in the submission, of the cell that raised or was running; ``failed_checks``
     counts check cells that raised, which "Run All" goes past (an unsolved exercise's check fails by design).
@@ -140,6 +142,7 @@ class NotebookRun:
     first_line: str = ""
     error: str = ""
     failed_checks: int = 0
+    memory_bytes: int = 0  # the largest resident memory of all its processes together (0: not watched)
 
     @property
     def ok(self) -> bool:
@@ -152,6 +155,7 @@ class NotebookRun:
             "ok": "ran",
             "error": f"crashed{where}",
             "timeout": f"timed out{where}",
+            "memory": f"stopped{where}: over the memory limit",
         }.get(self.status, "not run")
 
     def sentence(self, timeout: float) -> str:
@@ -164,6 +168,8 @@ class NotebookRun:
                 f"it was stopped after {timeout:g} s, while running {where}. Look for an endless loop, or make "
                 "that cell's work smaller."
             )
+        if self.status == "memory":
+            return f"it was stopped while running {where}: {self.error}."
         if self.status == "error":
             return f"it stopped at {where}: {self.error}" if self.error else f"it stopped at {where}."
         return "it was not run."
@@ -391,9 +397,14 @@ def run_submission(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        timed_out = wait_or_kill(process, timeout)
+        watch = sandbox.memory_watch() if sandbox is not None else None
+        timed_out = wait_or_kill(process, timeout, watch)
     seconds = time.perf_counter() - start
     text = _read_small(executed)
+    peak = watch.peak_bytes if watch is not None else 0
+    if watch is not None and watch.exceeded:
+        stopped = analyse_run(_parsed(text), seconds=seconds, timed_out=True, completed=False)
+        return dataclasses.replace(stopped, status="memory", error=watch.reason(), memory_bytes=peak), text
     try:
         report = json.loads(outcome.read_text(encoding="utf-8")) if outcome.exists() and not timed_out else {}
     except (OSError, ValueError):
@@ -401,10 +412,7 @@ def run_submission(
     if not timed_out and not report:
         tail = _tail(workdir / "run.log")
         report = {"completed": False, "error": f"the runner stopped (exit code {process.returncode}){tail}"}
-    try:
-        nb = nbformat.reads(text, as_version=4) if text else None
-    except Exception:  # noqa: BLE001 - the executed copy may be half written when the run was killed
-        nb = None
+    nb = _parsed(text)
     run = analyse_run(
         nb,
         seconds=seconds,
@@ -412,7 +420,14 @@ def run_submission(
         completed=bool(report.get("completed")),
         error=str(report.get("error", "")),
     )
-    return run, text
+    return dataclasses.replace(run, memory_bytes=peak), text
+
+
+def _parsed(text: str | None) -> NotebookNode | None:
+    try:
+        return nbformat.reads(text, as_version=4) if text else None
+    except Exception:  # noqa: BLE001 - the executed copy may be half written when the run was killed
+        return None
 
 
 def submission_sandbox(required: bool | Sandbox = True, hidden: Iterable[Path] = ()) -> Sandbox:
@@ -494,6 +509,8 @@ def classify(result: Result, exercise: Exercise) -> str:
         return PASSED
     if result.kind == "timeout":
         return TIMED_OUT
+    if result.kind == "memory":
+        return OVER_MEMORY
     if result.kind == "output":
         return TOO_MUCH_OUTPUT
     if result.kind == "not-written":
@@ -887,6 +904,8 @@ _ADVICE = {
     HIDDEN: "Your function passes the example in the notebook but not every case: try it on more inputs (edge "
     "cases such as empty or unusual ones).",
     TIMED_OUT: "Your code ran past the time limit: look for an endless loop, or work on smaller inputs.",
+    OVER_MEMORY: "Your code and what it started used more memory than the grader allows a submission: free what "
+    "you no longer need, or work on smaller inputs.",
     TOO_MUCH_OUTPUT: "Your code printed far more than an exercise needs: print a summary, not every value.",
     CRASHED: "Your cell raised an error. Restart the kernel and run the imports cell, then your cell, on its own: "
     "it may use only what the imports cell imports.",

@@ -352,7 +352,65 @@ def validate_solution_notebook(nb: NotebookNode, path: Path | str) -> list[str]:
     problems += _check_colab_runtime(nb)
     problems += _check_modules_line(nb)
     problems += claim_problems(nb)
+    problems += _check_builds_on(cells[0])
+    # The notebooks beside it, when it is read from its folder (links point at those files).
+    siblings = sorted(item.name for item in path.parent.glob(NOTEBOOK_GLOB)) if path.is_file() else []
+    problems += _check_cross_references(cells, siblings)
+    problems += _check_next_link(cells, path.name, siblings)
     return problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Links between the notebooks: relative to the sibling file, which works on GitHub and in Jupyter alike, and in
+# notebooks/ as in solutions/ (the release copies the markdown as it is).
+
+BUILDS_ON_PREFIX = "Builds on: "  # the title cell's line saying what a notebook needs from the ones before
+NEXT_PREFIX = "**Next:** "
+_MENTION = re.compile(r"\b[Nn]otebook (\d{2})\b")
+_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]*)\)")
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+
+
+def sibling_for(number: str, siblings: Iterable[str]) -> str | None:
+    """The file name of notebook ``number`` (``"05"``) among ``siblings``, or None."""
+    return next((name for name in siblings if name.startswith(f"{number}_")), None)
+
+
+def _check_builds_on(cell: NotebookNode) -> list[str]:
+    if not any(line.startswith(BUILDS_ON_PREFIX) for line in cell.source.split("\n")):
+        return [f"cell 0: say what this notebook needs from the ones before in a line '{BUILDS_ON_PREFIX}...' "
+                "(links to the notebooks, or 'nothing')."]
+    return []
+
+
+def _check_cross_references(cells: list[NotebookNode], siblings: list[str]) -> list[str]:
+    """Every "notebook NN" in markdown is a link to that notebook's file, and every such link points at it."""
+    problems = []
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "markdown":
+            continue
+        text = _CODE.sub("", cell.source)
+        for label, target in _LINK.findall(text):
+            for number in _MENTION.findall(label):
+                wanted = sibling_for(number, siblings) or f"{number}_....ipynb"
+                if target != wanted:
+                    problems.append(f"cell {index}: the link [{label}]({target}) should point at {wanted}.")
+        for match in _MENTION.finditer(_LINK.sub("", text)):
+            wanted = sibling_for(match.group(1), siblings) or f"{match.group(1)}_....ipynb"
+            problems.append(f"cell {index}: make {match.group(0)!r} a link: [{match.group(0)}]({wanted}).")
+    return problems
+
+
+def _check_next_link(cells: list[NotebookNode], name: str, siblings: list[str]) -> list[str]:
+    following = [item for item in siblings if item > name]
+    if not following:
+        return []
+    last = cells[-1]
+    lines = last.source.split("\n") if last.cell_type == "markdown" else []
+    if not any(line.startswith(NEXT_PREFIX) and f"]({following[0]})" in line for line in lines):
+        return [f"last cell: end the notebook with a markdown cell holding the line "
+                f"'{NEXT_PREFIX}[{following[0][:2]} · its title]({following[0]})'."]
+    return []
 
 
 def _check_colab_runtime(nb: NotebookNode) -> list[str]:

@@ -10,6 +10,9 @@ once. Every process of a submission is then started by :meth:`Sandbox.popen` ins
   grader names writable (the submission's working folder), the submission itself read-only;
 * no network (its own network namespace has only a loopback device, which the Jupyter kernel needs), its own process
   ids (when the grader kills the box, every process in it dies), no capabilities;
+* its own host name, ``sandbox``, which its own ``/etc/hosts`` maps to the loopback address: a launcher that
+  connects its processes through the machine's name (``torch.distributed.run --standalone`` does) must find it,
+  or its ranks wait for a name that never resolves;
 * resource limits set by :mod:`course_utils.course._confine` inside the box before any student code runs: address space per
   process, number of processes (threads count too), size of each file written (output included), no core dumps.
 
@@ -24,7 +27,9 @@ still apply on POSIX systems, but the code runs as the instructor's user, with t
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -38,13 +43,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from course_utils.course import paths
+from course_utils.course.memory_watch import MemoryWatch, size_text
 
 HOME = "/home/student"  # the box's own empty home
+HOSTNAME = "sandbox"  # the box's own host name, resolved by its own /etc/hosts
+HOSTS = f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 FIRST_BOX_UID = 100_000  # as root, each box runs as its own unused user id from here on
 BOX_UIDS = 60_000
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives",
-                 "/etc/hosts", "/etc/nsswitch.conf", "/etc/fonts", "/etc/mime.types")
+                 "/etc/nsswitch.conf", "/etc/fonts", "/etc/mime.types")
+# All the processes of one box together (see Limits). Measured: the peak of the summed RSS of each notebook's whole
+# run (papermill, its kernel and what the kernel starts) on the tiny profile, sampled every 0.1 s, was at most
+# 2.3 GiB (06, whose launch runs two ranks; 03 with its DDP launch 1.7 GiB; the others under 1 GiB). The limit
+# leaves room for other CPUs and library versions and a student's own variations, and stays far below a
+# machine's memory when the grader runs two submissions at once.
+TOTAL_MEMORY_BYTES = 4 * 2**30
 _boxes = itertools.count()
 _boxes_lock = threading.Lock()
 
@@ -55,17 +69,22 @@ INSTALL_BUBBLEWRAP = ("Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: s
 
 @dataclass(frozen=True)
 class Limits:
-    """What one submission's processes may use. ``memory_bytes`` is per process (address space)."""
+    """What one submission's processes may use. ``memory_bytes`` is per process (address space).
+
+    ``total_memory_bytes`` bounds the resident memory of all the processes of one box together (the notebook's
+    run, or one exercise's check), watched by :class:`course_utils.course.memory_watch.MemoryWatch`.
+    """
 
     memory_bytes: int = 6 * 2**30
+    total_memory_bytes: int = TOTAL_MEMORY_BYTES
     processes: int = 512  # threads count: a kernel with torch runs dozens
     file_bytes: int = 512 * 2**20  # each file written, stdout and stderr included
     tmpfs_bytes: int = 512 * 2**20  # the box's home, /tmp and /dev/shm, each
 
     def describe(self) -> str:
         """The limits in a few words."""
-        return (f"{_size(self.memory_bytes)} of memory per process, {self.processes} processes, files up to "
-                f"{_size(self.file_bytes)}")
+        return (f"{size_text(self.memory_bytes)} of memory per process and {size_text(self.total_memory_bytes)} for all "
+                f"together, {self.processes} processes, files up to {size_text(self.file_bytes)}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,10 @@ class Sandbox:
             if errno_text in message:
                 return f"{message}\n\nThe grader runs your code in a sandbox: {why}"
         return message
+
+    def memory_watch(self) -> MemoryWatch:
+        """A watch for one box's processes, all together, against :attr:`Limits.total_memory_bytes`."""
+        return MemoryWatch(self.limits.total_memory_bytes)
 
     def with_hidden(self, folders: Iterable[Path]) -> Sandbox:
         """The same sandbox, hiding ``folders`` too (those inside the workbook; others are never mounted)."""
@@ -152,7 +175,7 @@ class Sandbox:
         if not self.confined:
             return confine if os.name == "posix" else list(argv)
         args = [self.tool, "--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-pid", "--unshare-net",
-                "--unshare-uts", "--hostname", "sandbox", "--unshare-cgroup-try"]
+                "--unshare-uts", "--hostname", HOSTNAME, "--unshare-cgroup-try"]
         if self.privileged:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # for _confine, which drops them
         else:
@@ -167,6 +190,7 @@ class Sandbox:
         for item in _SYSTEM_FILES:
             if os.path.exists(item):
                 args += tree.mount("--ro-bind", Path(item), cover=True)
+        args += tree.parents(Path("/etc/hosts")) + ["--ro-bind", str(_hosts_file()), "/etc/hosts"]
         args += ["--proc", "/proc", "--dev", "/dev"]
         tree.made.update([Path("/proc"), Path("/dev")])
         for folder in ("/dev/shm", "/tmp", HOME):
@@ -315,6 +339,17 @@ def _python_folders() -> list[Path]:
     return sorted(set(found), key=lambda path: len(path.parts))
 
 
+@functools.cache
+def _hosts_file() -> Path:
+    """The box's /etc/hosts (:data:`HOSTS`), written once per grader process in a folder of its own."""
+    folder = tempfile.mkdtemp(prefix="sandbox-etc-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / "hosts"
+    path.write_text(HOSTS, encoding="utf-8")
+    path.chmod(0o644)  # read by the box's own user
+    return path
+
+
 def _next_box_uid() -> int:
     with _boxes_lock:
         number = next(_boxes)
@@ -329,5 +364,3 @@ def _chown_tree(folder: Path, uid: int) -> None:
             os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
 
 
-def _size(count: int) -> str:
-    return f"{count / 2**30:g} GiB" if count >= 2**30 else f"{count / 2**20:g} MiB"

@@ -89,19 +89,27 @@ def render(results: dict[str, Any] | None) -> str:
 
 def update_readme(readme: Path | None = None, results: dict[str, Any] | None = None) -> bool:
     """Replace the section between the markers with :func:`render`'s text; True when README.md changed."""
-    readme = readme or paths.REPO_ROOT / "README.md"
+    return replace_section(readme or paths.REPO_ROOT / "README.md", START, END, render(results), "the GPU results")
+
+
+def readme_section(readme: Path | None = None) -> str:
+    """The text README.md holds between the markers now."""
+    return section_text(readme or paths.REPO_ROOT / "README.md", START, END)
+
+
+def replace_section(readme: Path, start: str, end: str, body: str, what: str) -> bool:
+    """Put ``body`` between the ``start`` and ``end`` markers of ``readme``; True when the file changed."""
     text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise ValueError(f"{readme.name} has no '{START}' ... '{END}' markers to render the GPU results between.")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render(results)}\n{END}{tail}"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme.name} has no '{start}' ... '{end}' markers to render {what} between.")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{body}\n{end}{tail}"
     if new != text:
         readme.write_text(new, encoding="utf-8")
     return new != text
 
 
-def readme_section(readme: Path | None = None) -> str:
-    """The text README.md holds between the markers now."""
-    text = (readme or paths.REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
+def section_text(readme: Path, start: str, end: str) -> str:
+    """The text ``readme`` holds between the markers now."""
+    return readme.read_text(encoding="utf-8").split(start, 1)[1].split(end, 1)[0].strip("\n")

@@ -665,17 +665,19 @@ BENCHMARK_READS = ("header only (read_header)", "header only (safe_open + keys)"
                    "every byte (read_all)", "load_file (memory-mapped)")
 
 
-def benchmark_reads(path: str | os.PathLike[str], repeats: int = 20) -> list[dict[str, Any]]:
+def benchmark_reads(path: str | os.PathLike[str], repeats: int = 20, *, progress: bool = True) -> list[dict[str, Any]]:
     """Median milliseconds of reading the header only, one tensor, and every tensor, ours and the library's.
 
     ``load_file`` memory-maps the file: it returns at once and the bytes are read when first touched, so its time
-    is not a full read; ``read_all`` reads every byte.
+    is not a full read; ``read_all`` reads every byte. With ``progress``, a bar counts the reads done (it is
+    updated between the timed calls, never inside one).
     """
     import statistics
     import time
 
     from safetensors import safe_open
     from safetensors.torch import load_file
+    from tqdm.auto import tqdm
 
     header = read_header(path)
     largest = max(header, key=lambda t: t.nbytes).name
@@ -687,12 +689,15 @@ def benchmark_reads(path: str | os.PathLike[str], repeats: int = 20) -> list[dic
     runs = [lambda: read_header(path), library_header, lambda: read_tensor(path, largest, header),
             lambda: read_all(path), lambda: load_file(str(path))]
     rows = []
-    for label, run in zip(BENCHMARK_READS, runs):
-        run()  # warm the page cache and the imports
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        rows.append({"read": label, "median ms": round(1000 * statistics.median(times), 3)})
+    with tqdm(total=len(runs) * repeats, desc=f"timing reads of {Path(path).name}", unit="read",
+              disable=not progress) as bar:
+        for label, run in zip(BENCHMARK_READS, runs):
+            run()  # warm the page cache and the imports
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+                bar.update()
+            rows.append({"read": label, "median ms": round(1000 * statistics.median(times), 3)})
     return rows

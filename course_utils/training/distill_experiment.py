@@ -250,28 +250,36 @@ def loader_seed(train_loader) -> int | None:
 
 
 def run_seeds(arms: Sequence[Arm], seeds: Sequence[int], teacher: torch.nn.Module, student_config: Any, train_loader,
-              val_loader, cfg: TrainConfig, *, done: Sequence[ArmResult] = (), **kwargs: Any) -> dict[str, list[dict]]:
+              val_loader, cfg: TrainConfig, *, done: Sequence[ArmResult] = (), progress: bool = True,
+              **kwargs: Any) -> dict[str, list[dict]]:
     """Held-out metrics of every arm trained from every seed: ``{arm name: [metrics of each seed]}``.
 
     A seed sets the student's initial weights and the order of the training windows (the same windows, reshuffled).
     Runs in ``done`` (same config and loader) whose arm and seed are asked for are reused instead of trained again.
-    Only the metrics are kept: the trained students are freed as each run ends.
+    Only the metrics are kept: the trained students are freed as each run ends. With ``progress``, one bar counts
+    the runs to train (each run's own bar would be a dozen bars).
     """
+    from tqdm.auto import tqdm
+
     reused = {(r.arm.name, r.seed): r.metrics for r in done
               if r.steps == cfg.max_steps and loader_seed(train_loader) == r.seed}
     runs: dict[str, list[dict]] = {arm.name: [] for arm in arms}
-    for seed in seeds:
-        loader = train_loader if loader_seed(train_loader) == seed else make_train_loader(
-            train_loader.dataset, train_loader.batch_size, seed=seed)
-        for arm in arms:
-            if (arm.name, seed) in reused:
-                runs[arm.name].append(reused[(arm.name, seed)])
-                continue
-            result = run_arm(arm, teacher, student_config, loader, val_loader, cfg, seed=seed, **kwargs)
-            print(f"{arm.name:>18}, seed {seed}: held-out perplexity {result.metrics['perplexity']:.3f} "
-                  f"({result.wall_seconds:.1f} s)")
-            runs[arm.name].append(result.metrics)
-            del result
+    to_train = sum((arm.name, seed) not in reused for seed in seeds for arm in arms)
+    with tqdm(total=to_train, desc="seed repeats", unit="run", disable=not progress) as bar:
+        for seed in seeds:
+            loader = train_loader if loader_seed(train_loader) == seed else make_train_loader(
+                train_loader.dataset, train_loader.batch_size, seed=seed)
+            for arm in arms:
+                if (arm.name, seed) in reused:
+                    runs[arm.name].append(reused[(arm.name, seed)])
+                    continue
+                result = run_arm(arm, teacher, student_config, loader, val_loader, cfg, seed=seed, progress=False,
+                                 **kwargs)
+                bar.write(f"{arm.name:>18}, seed {seed}: held-out perplexity {result.metrics['perplexity']:.3f} "
+                          f"({result.wall_seconds:.1f} s)")
+                bar.update()
+                runs[arm.name].append(result.metrics)
+                del result
     return runs
 
 

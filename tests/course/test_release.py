@@ -38,6 +38,7 @@ from course_utils.course.release import (
     student_source,
     validate_solution_notebook,
     without_nbval_markers,
+    write_notebook,
 )
 
 REAL_SOLUTIONS = solution_notebooks(paths.solutions_dir())
@@ -551,3 +552,57 @@ def test_a_notebook_without_the_gpu_runtime_is_refused():
     for key in ("accelerator", "colab"):
         solution.metadata.pop(key, None)
     assert any("CPU runtime" in p for p in validate_solution_notebook(solution, "01_example.ipynb"))
+
+
+# --- links between the notebooks ---------------------------------------------------------------------------------
+
+
+def _pair(folder: Path, last_cell: str, mention: str = "") -> tuple[Path, Path]:
+    """Two solution notebooks in ``folder``: 00 ends with ``last_cell`` and says ``mention`` in a markdown cell."""
+    first, second = folder / "00_first.ipynb", folder / "01_second.ipynb"
+    body = [markdown(mention)] if mention else []
+    write_notebook(notebook([*header_cells(first.name, "First"), *body, markdown(last_cell)]), first)
+    write_notebook(notebook([*header_cells(second.name, "Second"), markdown("The end.")]), second)
+    return first, second
+
+
+def test_a_notebook_must_end_with_the_link_to_the_next(tmp_path):
+    first, second = _pair(tmp_path, "That is all.")
+    assert validate_solution_notebook(read_notebook(first), first) == [
+        "last cell: end the notebook with a markdown cell holding the line "
+        "'**Next:** [01 · its title](01_second.ipynb)'."]
+    assert validate_solution_notebook(read_notebook(second), second) == []  # the last one has no next
+    first, _ = _pair(tmp_path, "**Next:** [01 · Second](01_second.ipynb)")
+    assert validate_solution_notebook(read_notebook(first), first) == []
+    first, _ = _pair(tmp_path, "**Next:** [01 · Second](../solutions/01_second.ipynb)")  # not the sibling file
+    assert validate_solution_notebook(read_notebook(first), first) != []
+
+
+@pytest.mark.parametrize(("mention", "problem"), [
+    ("As notebook 01 shows.", "cell 4: make 'notebook 01' a link: [notebook 01](01_second.ipynb)."),
+    ("Notebook 01's table.", "cell 4: make 'Notebook 01' a link: [Notebook 01](01_second.ipynb)."),
+    ("As [notebook 01](../solutions/01_second.ipynb) shows.",
+     "cell 4: the link [notebook 01](../solutions/01_second.ipynb) should point at 01_second.ipynb."),
+    ("As [notebook 01](01_second.ipynb) shows, and `notebook 01` in code is left alone.", None),
+])
+def test_every_notebook_mention_in_markdown_is_a_link_to_its_file(tmp_path, mention, problem):
+    first, _ = _pair(tmp_path, "**Next:** [01 · Second](01_second.ipynb)", mention)
+    assert validate_solution_notebook(read_notebook(first), first) == ([problem] if problem else [])
+
+
+def test_the_title_says_what_a_notebook_builds_on():
+    nb = notebook([*header_cells("07_other.ipynb"), code("x = 1")])
+    nb.cells[0].source = nb.cells[0].source.replace("Builds on: nothing.\n\n", "")
+    assert validate_solution_notebook(nb, Path("07_other.ipynb")) == [
+        "cell 0: say what this notebook needs from the ones before in a line 'Builds on: ...' (links to the "
+        "notebooks, or 'nothing')."]
+
+
+@pytest.mark.skipif(not REAL_SOLUTIONS, reason=NO_REAL_NOTEBOOKS)
+def test_the_real_notebooks_link_each_to_the_next_and_to_those_they_mention():
+    for path, following in zip(REAL_SOLUTIONS, REAL_SOLUTIONS[1:]):
+        last = read_notebook(path).cells[-1]
+        assert last.cell_type == "markdown" and f"]({following.name})" in last.source, path.name
+    problems = [problem for path in REAL_SOLUTIONS for problem in validate_solution_notebook(read_notebook(path), path)
+                if "link" in problem or "Builds on" in problem]
+    assert problems == []

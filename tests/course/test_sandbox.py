@@ -33,7 +33,7 @@ from course_utils.course.grading import (
     GradingError,
     grade_submissions,
 )
-from course_utils.course.release import make_student_notebook, write_notebook
+from course_utils.course.release import make_student_notebook, read_notebook, write_notebook
 from course_utils.course.sandbox import Limits, Sandbox
 
 LINUX = sys.platform.startswith("linux")
@@ -236,6 +236,7 @@ def test_the_instructors_guide_states_the_limits_the_code_sets():
     assert f"output included ({limits.file_bytes // 2**20} MiB), {limits.tmpfs_bytes // 2**20} MiB for each" in text
     assert f"prints more than {exercises.OUTPUT_LIMIT // 2**20} MiB" in text
     assert f"from {sandbox.FIRST_BOX_UID})" in text
+    assert f"`Limits.total_memory_bytes` ({limits.total_memory_bytes // 2**30} GiB;" in text
 
 
 @pytest.mark.sandbox
@@ -393,3 +394,101 @@ def _leftover_processes(prefix: str) -> list[int]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+# --- what a two-rank launch needs, and the memory of a box as a whole -------------------------------------------------
+
+DDP_PROBE = """\
+import json, socket
+import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+total = torch.tensor([dist.get_rank() + 1.0])
+dist.all_reduce(total)
+print(json.dumps({"rank": dist.get_rank(), "sum": total.item(), "host": socket.gethostbyname(socket.gethostname())}))
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+@linux_only
+def test_a_two_rank_launch_on_the_loopback_finishes_in_a_box(box, tmp_path):
+    """torchrun --standalone connects its ranks through the host name: the box's own resolves to the loopback.
+
+    Without it (the host's /etc/hosts, which does not know the box's name) the ranks waited for ever.
+    """
+    script = tmp_path / "ddp_probe.py"
+    script.write_text(DDP_PROBE, encoding="utf-8")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    process = box.popen(command, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, writable=[tmp_path],
+                        readonly=[script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(timeout=180)
+    finally:
+        exercises.kill_tree(process)
+    assert process.returncode == 0, err[-2000:]
+    ranks = sorted((json.loads(line) for line in out.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
+    assert ranks == [{"rank": 0, "sum": 3.0, "host": "127.0.0.1"}, {"rank": 1, "sum": 3.0, "host": "127.0.0.1"}]
+
+
+MEMORY_PROBE = """\
+import subprocess, sys, time
+# Three processes of 300 MiB each: every one is far below the per-process limit, all three together are not.
+child = "block = bytearray(300 * 2**20); import time; time.sleep(60)"
+children = [subprocess.Popen([sys.executable, "-c", child]) for _ in range(3)]
+time.sleep(60)
+"""
+
+
+@linux_only
+def test_a_box_is_stopped_when_its_processes_together_use_too_much_memory(box, tmp_path):
+    limits = dataclasses.replace(SMALL, total_memory_bytes=600 * 2**20)
+    tight = dataclasses.replace(box, limits=limits)
+    script = tmp_path / "probe.py"
+    script.write_text(MEMORY_PROBE, encoding="utf-8")
+    process = tight.popen([sys.executable, str(script)], cwd=tmp_path, env=os.environ, writable=[tmp_path],
+                          readonly=[script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watch = tight.memory_watch()
+    timed_out = exercises.wait_or_kill(process, 50, watch)
+    assert not timed_out and watch.exceeded
+    assert 600 * 2**20 < watch.peak_bytes < 1200 * 2**20  # stopped while the third block was being written
+    assert process.returncode is not None
+    assert "all its processes together used more than 600 MiB of memory" in watch.reason()
+    assert "600 MiB for all together" in tight.describe()
+
+
+@pytest.mark.slow
+@linux_only
+def test_an_allocation_past_the_limit_of_a_submission_fails_with_its_reason(box, tmp_path):
+    limits = dataclasses.replace(SMALL, memory_bytes=4 * 2**30, total_memory_bytes=2**30)
+    tight = dataclasses.replace(box, limits=limits)
+    solution = _write(grading_solution(), tmp_path / "solutions" / GRADING_NAME)
+    first = next(iter(GRADING_SOLUTIONS))
+    greedy = "block = bytearray(int(1.5 * 2**30))  # one process, below its own limit, above the submission's"
+    nb = _student({**ANSWERS, first: greedy + "\n\n" + ANSWERS[first]})
+    nb.cells.insert(4, code(greedy))  # the whole-notebook run meets it too
+    _write(nb, tmp_path / "subs" / "greedy.ipynb")
+    (grade,) = grade_submissions(solution, tmp_path / "subs", tmp_path / "out", timeout=120, check_timeout=60,
+                                 sandbox=tight, log=None)
+    assert grade.run.status == "memory" and grade.run.summary() == "stopped at cell 5: over the memory limit"
+    first_grade, *rest = grade.exercises
+    assert first_grade.reason == grading.OVER_MEMORY and first_grade.points == 0
+    assert [e.reason for e in rest] == [PASSED, PASSED]
+    feedback = (tmp_path / "out" / "feedback" / "greedy.md").read_text("utf-8")
+    assert "all its processes together used more than 1 GiB of memory, the limit for a whole submission" in feedback
+    assert "it was stopped while running cell 5" in feedback
+    assert f"`{first}`: {grading.OVER_MEMORY}" in feedback
+
+
+@pytest.mark.slow
+@linux_only
+def test_notebook_03_graded_in_the_sandbox_runs_to_its_end(tmp_path):
+    """The whole notebook, DDP launch (cell 82, two ranks on the loopback) included, under the default limits."""
+    box = sandbox.find_sandbox()
+    solution = paths.solutions_dir() / "03_pretraining_a_gpt.ipynb"
+    _write(read_notebook(solution), tmp_path / "subs" / "own-solution.ipynb")
+    (grade,) = grade_submissions(solution, tmp_path / "subs", tmp_path / "out", sandbox=box, log=None)
+    assert grade.run.ok, grade.run
+    assert [e.reason for e in grade.exercises] == [PASSED] * len(grade.exercises)
+    # Measured here, beside the limit it must stay under (see sandbox.TOTAL_MEMORY_BYTES).
+    print(f"notebook 03 in the box: {grade.run.seconds:.0f} s, {grade.run.memory_bytes / 2**20:.0f} MiB at most")
+    assert 0 < grade.run.memory_bytes < box.limits.total_memory_bytes

@@ -165,3 +165,26 @@ def test_model_text_is_made_readable_and_the_trainer_table_gets_its_text():
     texts = [output["data"]["text/plain"] for output in nb.cells[0].outputs]
     assert texts == ["[150/150 00:16, Epoch 3/4]\n| Step | Training Loss |\n| 15 | 7.844548 |", "[1/1]"]
     assert stored_outputs.output_problems(nb) == []
+
+
+@pytest.mark.slow
+def test_the_workbooks_own_bars_settle_to_one_line_each(tmp_path):
+    """benchmark_reads' bar, and a bar that prints a line per step as run_seeds does: one settled line each."""
+    weights = tmp_path / "w.safetensors"
+    make = (f"import torch\nfrom safetensors.torch import save_file\nsave_file({{'w': torch.zeros(4, 4)}}, {str(weights)!r})\n"
+            f"from course_utils.storage import safetensors_io\nrows = safetensors_io.benchmark_reads({str(weights)!r}, 2)")
+    writes = ("from tqdm.auto import tqdm\nwith tqdm(total=3, desc='seed repeats', unit='run') as bar:\n"
+              "    for i in range(3):\n        bar.write(f'run {i} done')\n        bar.update()")
+    nb = notebook([markdown("# 01 · Bars"), code('PROFILE = "auto"', tags=("parameters",)), code(make), code(writes)])
+    nbformat.write(nb, tmp_path / "01_bars.ipynb")
+    (result,) = run_notebooks([tmp_path / "01_bars.ipynb"], build_dir=tmp_path / "build", verbose=False)
+    executed = read_notebook(tmp_path / "build" / "executed" / "01_bars.ipynb")
+    assert result.ok and stored_outputs.output_problems(executed) == []
+    timing, writing = executed.cells[-2], executed.cells[-1]  # (papermill inserts its parameters cell above)
+    bars = [out["data"]["text/plain"] for out in timing.outputs if out.get("output_type") == "display_data"]
+    assert len(bars) == 1 and bars[0].startswith("timing reads of w.safetensors: 100%|██████████| 10/10 [")
+    outputs = writing.outputs
+    settled = [out for out in outputs if out.get("output_type") == "display_data"]
+    assert len(settled) == 1 and settled[0]["data"]["text/plain"].startswith("seed repeats: 100%|██████████| 3/3 [")
+    assert "".join(out.get("text", "") for out in outputs if out.get("output_type") == "stream") == (
+        "run 0 done\nrun 1 done\nrun 2 done\n")

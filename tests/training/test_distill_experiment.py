@@ -71,6 +71,17 @@ def test_run_seeds_reuses_finished_runs_and_reshuffles_the_data_for_other_seeds(
                                                                         "the difference is within the spread."))
 
 
+def test_run_seeds_shows_one_bar_over_the_runs_it_trains(setup, capsys):
+    teacher, student_config, train_loader, val_loader, tokens = setup
+    cfg = TrainConfig(max_steps=2, warmup_steps=1, eval_every=2, eval_batches=1)
+    labels, kd = dx.standard_arms(0.9, 1.0)[:2]
+    dx.run_seeds([labels, kd], [0, 1], teacher, student_config, train_loader, val_loader, cfg, teacher_tokens=tokens)
+    captured = capsys.readouterr()
+    assert "seed repeats: 100%" in captured.err and "4/4" in captured.err
+    assert "training:" not in captured.err  # no bar per run
+    assert captured.out.count("held-out perplexity") == 4
+
+
 def test_make_student_copies_spread_layers(setup):
     teacher, student_config, *_ = setup
     student = dx.make_student(dx.Arm("x", init="teacher"), teacher, student_config, seed=0)
