@@ -3,7 +3,8 @@ notebook's helpers listed in its title cell and in the README."""
 
 from __future__ import annotations
 
-from course_utils.course import paths, release
+from course_utils.course import release
+from course_utils.ground import paths
 
 GROUPS = ["storage", "models", "training", "finetuning", "reporting", "course", "checks", "data_build"]
 

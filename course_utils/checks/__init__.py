@@ -10,10 +10,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-
-class CheckFailed(AssertionError):
-    """An exercise check failed; the message tells the student what to fix."""
-
+from course_utils.checks.failure import CheckFailed
+from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code
 
 def call(fn: Callable[..., Any], *args: Any, what: str | None = None, **kwargs: Any) -> Any:
     """Call the student's ``fn`` with the traps armed, turning a stub, a crash or a delegation into a CheckFailed."""
@@ -115,16 +113,13 @@ def tiny_llama_sizes() -> dict[str, int]:
     """
     import json
 
-    from course_utils.course import paths
+    from course_utils.ground import paths
 
     config = json.loads((paths.data_dir() / "models" / "tiny-llama" / "config.json").read_text())
     hidden, heads = config["hidden_size"], config["num_attention_heads"]
     return {"hidden": hidden, "kv": config["num_key_value_heads"] * (hidden // heads),
             "mlp": config["intermediate_size"], "vocab": config["vocab_size"], "layers": config["num_hidden_layers"]}
 
-
-# Imported last: the traps module needs CheckFailed from this one.
-from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code  # noqa: E402
 
 __all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal",
            "expect_tensor_close", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from course_utils.course import paths
 from course_utils.course.release import (
     cell_tags,
     nbgrader_meta,
@@ -30,6 +29,7 @@ from course_utils.course.release import (
     visible_source,
 )
 from course_utils.course.sandbox import Sandbox, start_process
+from course_utils.ground import paths
 
 
 @dataclass(frozen=True)

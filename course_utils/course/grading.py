@@ -40,7 +40,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils.course import manual_grading, paths
+from course_utils.course import manual_grading
 from course_utils.course.exercises import (
     Exercise,
     ExerciseNotebook,
@@ -59,6 +59,7 @@ from course_utils.course.release import (
     solution_notebooks,
 )
 from course_utils.course.sandbox import Sandbox, find_sandbox, start_process, unconfined
+from course_utils.ground import paths
 
 DEFAULT_TIMEOUT = 300.0  # seconds for the whole notebook
 DEFAULT_CHECK_TIMEOUT = 60.0  # seconds for one exercise (imports + answer + check)

@@ -19,7 +19,8 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils.course import paths, project
+from course_utils.course import project
+from course_utils.ground import paths
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"

@@ -20,8 +20,8 @@ from typing import Any
 
 from nbformat import NotebookNode
 
-from course_utils.course import paths
 from course_utils.course.release import cell_tags, read_notebook, write_notebook
+from course_utils.ground import paths
 from course_utils.reporting.key_figures import FIGURES_ENV
 from course_utils.reporting.stored_outputs import PROGRESS_METER, settle_progress_bars
 

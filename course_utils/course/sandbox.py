@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 HOME = "/home/student"  # the box's own empty home
 FIRST_BOX_UID = 100_000  # as root, each box runs as its own unused user id from here on

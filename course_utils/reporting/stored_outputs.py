@@ -16,7 +16,7 @@ import logging
 import re
 from typing import Any
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # An absolute path of the machine: a Unix home, temporary or mount folder, or a Windows drive.

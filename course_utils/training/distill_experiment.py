@@ -18,8 +18,8 @@ from typing import Any, Literal
 import torch
 from transformers import set_seed
 
-from course_utils.course import env
-from course_utils.course.sources import load_text_dataset, resolve_model
+from course_utils.ground import machine
+from course_utils.ground.sources import load_text_dataset, resolve_model
 from course_utils.reporting import repeats
 from course_utils.reporting.plots import new_figure
 from course_utils.reporting.tables import Table, markdown_table
@@ -194,7 +194,7 @@ def layer_choice_table(teacher: torch.nn.Module, student_config: Any, val_loader
 
 
 def run_arm(arm: Arm, teacher: torch.nn.Module, student_config: Any, train_loader, val_loader, cfg: TrainConfig, *,
-            seed: int = 0, device: torch.device | str = "cpu", precision: env.Precision | None = None,
+            seed: int = 0, device: torch.device | str = "cpu", precision: machine.Precision | None = None,
             teacher_tokens: Sequence[torch.Tensor] | None = None, progress: bool = True) -> ArmResult:
     """Build the arm's student, train it for ``cfg.max_steps`` steps and score it on ``val_loader``."""
     device = torch.device(device)
@@ -337,7 +337,7 @@ def speed_table(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, ne
 # ------------------------------------------------------------------------------------------- section helpers
 def fine_tune_on_pairs(student_config: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
                        cfg: TrainConfig, *, batch_size: int, max_length: int, seed: int = 0,
-                       device: torch.device | str = "cpu", precision: env.Precision | None = None,
+                       device: torch.device | str = "cpu", precision: machine.Precision | None = None,
                        progress: bool = True) -> torch.nn.Module:
     """A fresh student (from ``seed``) fine-tuned on (prompt, response) pairs, the loss on the responses only."""
     data = distill.prompt_response_dataset(tokenizer, prompts, responses, max_length)
@@ -348,12 +348,12 @@ def fine_tune_on_pairs(student_config: Any, tokenizer: Any, prompts: Sequence[st
     return student.eval()
 
 
-def _mixed_precision(precision: env.Precision | None) -> dict[str, Any]:
+def _mixed_precision(precision: machine.Precision | None) -> dict[str, Any]:
     """``train()``'s autocast and gradient-scaler arguments for a precision recipe (none on the CPU)."""
     if precision is None:
         return {}
     return {"autocast_dtype": precision.autocast_dtype,
-            "grad_scaler": env.grad_scaler(precision) if precision.use_grad_scaler else None}
+            "grad_scaler": machine.grad_scaler(precision) if precision.use_grad_scaler else None}
 
 
 @torch.no_grad()

@@ -23,7 +23,6 @@ from nb_builders import (
 )
 
 from course_utils.__main__ import main
-from course_utils.course import paths
 from course_utils.course.exercises import Exercise, Result, evaluate, parse_exercises
 from course_utils.course.grading import (
     CRASHED,
@@ -61,6 +60,7 @@ from course_utils.course.grading import (
     write_results,
 )
 from course_utils.course.release import make_student_notebook, read_notebook, write_notebook
+from course_utils.ground import paths
 
 IDS = list(GRADING_SOLUTIONS)  # nb02-word-count (2 points), nb02-squares (1), nb02-initials (1)
 ANSWERS = {  # the solutions as a student would type them (no markers)
@@ -73,7 +73,7 @@ INITIALS_WRONG = "def initials(name):\n    return name[:2]"
 
 VANDAL = """\
 import os, pathlib
-from course_utils.course import paths
+from course_utils.ground import paths
 targets = [pathlib.Path("vandal.txt"), pathlib.Path("../vandal.txt"), pathlib.Path(os.environ["TMPDIR"], "vandal.txt"),
            paths.work_dir("nb02") / "vandal.txt"]
 seen = [str(target) for target in targets if target.exists()]

@@ -23,7 +23,6 @@ from nb_builders import (
     solution_meta,
 )
 
-from course_utils.course import paths
 from course_utils.course.release import (
     MarkerError,
     ReleaseError,
@@ -39,6 +38,7 @@ from course_utils.course.release import (
     validate_solution_notebook,
     without_nbval_markers,
 )
+from course_utils.ground import paths
 
 REAL_SOLUTIONS = solution_notebooks(paths.solutions_dir())
 NO_REAL_NOTEBOOKS = "solutions/ has no NN_*.ipynb notebooks yet"
@@ -531,7 +531,7 @@ def test_a_notebook_without_exercises_is_valid():
 
 @pytest.mark.parametrize("folder", ["solutions", "notebooks"])
 def test_every_notebook_opens_on_a_colab_gpu_and_keeps_colabs_torch(folder, monkeypatch):
-    from course_utils.course import paths
+    from course_utils.ground import paths
 
     names = [p.name for p in solution_notebooks()]
     for name in names:

@@ -21,7 +21,7 @@ import pytest
 from nb_builders import GRADING_NAME, GRADING_SOLUTIONS, code, grading_solution
 
 from course_utils.__main__ import main
-from course_utils.course import exercises, grading, paths, sandbox
+from course_utils.course import exercises, grading, sandbox
 from course_utils.course.exercises import evaluate
 from course_utils.course.grading import (
     CRASHED,
@@ -35,6 +35,7 @@ from course_utils.course.grading import (
 )
 from course_utils.course.release import make_student_notebook, write_notebook
 from course_utils.course.sandbox import Limits, Sandbox
+from course_utils.ground import paths
 
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="the sandbox is bubblewrap, which runs on Linux only")

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from course_utils.course import sources
 from course_utils.finetuning import sft_data, trainer_callbacks
+from course_utils.ground import sources
 
 TARGETS = ["q_proj", "v_proj"]
 

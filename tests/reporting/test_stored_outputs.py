@@ -8,9 +8,9 @@ import nbformat
 import pytest
 from nb_builders import code, markdown, notebook
 
-from course_utils.course import paths
 from course_utils.course.release import read_notebook, solution_notebooks
 from course_utils.course.runner import run_notebooks
+from course_utils.ground import paths
 from course_utils.reporting import stored_outputs
 
 SOLUTIONS = solution_notebooks(paths.solutions_dir())

@@ -1,10 +1,10 @@
-"""course_utils.course.hub: the token is found where the Hub's own tools look, and never shown."""
+"""course_utils.ground.hub: the token is found where the Hub's own tools look, and never shown."""
 
 from __future__ import annotations
 
 import huggingface_hub.constants
 
-from course_utils.course import hub
+from course_utils.ground import hub
 
 
 def _no_token(monkeypatch, tmp_path):
