@@ -153,8 +153,8 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import set_seed
 
-    from course_utils.course import env, sources
     from course_utils.finetuning import finetune_launch, sft_data, trainer_callbacks
+    from course_utils.ground import machine, sources
 
     steps, batch, seed = spec["steps"], spec["batch"], spec["seed"]
     args = finetune_launch.parse_args(["--profile", "colab", "--model", spec["model"], "--backend", spec["backend"],
@@ -168,7 +168,7 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
     model, tokenizer = finetune_launch.load_for_training(args, sources.resolve_model(spec["model"]).location, device,
                                                          spec["load_in_4bit"], use_unsloth)
     data = sources.load_text_dataset("zorbish")
-    precision = env.pick_precision(device)
+    precision = machine.pick_precision(device)
     no_checkpointing = sft_data.checkpointing_option(False)  # as load_for_training set it; TRL's default is on
     with tempfile.TemporaryDirectory() as scratch:
         config = SFTConfig(output_dir=scratch, **no_checkpointing, max_steps=steps, per_device_train_batch_size=batch,

@@ -13,6 +13,7 @@ from typing import Any
 from course_utils.checks.failure import CheckFailed
 from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code
 
+
 def call(fn: Callable[..., Any], *args: Any, what: str | None = None, **kwargs: Any) -> Any:
     """Call the student's ``fn`` with the traps armed, turning a stub, a crash or a delegation into a CheckFailed."""
     __tracebackhide__ = True
@@ -86,7 +87,7 @@ def expect_tensor_close(actual: Any, expected: Any, what: str, *, atol: float = 
 
 
 def run_experiment(student: Callable[..., Any], probe: Any, what: str) -> Any:
-    """Run the student's experiment with ``probe`` (a :class:`course_utils.course.experiments.Probe`); its answer."""
+    """Run the student's experiment with ``probe`` (a :class:`course_utils.checks.experiments.Probe`); its answer."""
     __tracebackhide__ = True
     result = call(student, probe, what=what)
     expect(bool(probe.rows), f"{what} returned {result!r} without calling {probe.name}: the answer must come from "

@@ -370,7 +370,7 @@ def first_rise(losses: dict[int, float]) -> int | None:
 @check()
 def position_experiment(student: Callable[..., Any], probe: Any = None) -> None:
     """``where_loss_rises(loss_at)``: the first position where the tiny Llama's loss rises by 20%."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.position_loss_probe()
     got = run_experiment(student, probe, "where_loss_rises")

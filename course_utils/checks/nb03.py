@@ -223,7 +223,7 @@ def chinchilla_optimal(student: Callable[[float], tuple[float, float]]) -> None:
 @check()
 def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
     """``find_fastest_lr(loss_after)``: the learning rate with the lowest loss after the steps, bracketed."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.learning_rate_probe()
     got = run_experiment(student, probe, "find_fastest_lr")

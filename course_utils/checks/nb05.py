@@ -233,7 +233,7 @@ def smallest_good_rank(losses: dict[int, float]) -> int:
 @check()
 def rank_experiment(student: Callable[..., object], probe: object = None) -> None:
     """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.lora_rank_probe()
     got = run_experiment(student, probe, "where_lora_stops")

@@ -181,7 +181,7 @@ def gguf_by_the_rule(rows: list[dict[str, object]]) -> str:
 @check()
 def gguf_experiment(student: Callable[..., object], probe: object = None) -> None:
     """``choose_gguf(export_as)``: write every type, then choose the smallest that scores like f32."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.gguf_type_probe()
     got = run_experiment(student, probe, "choose_gguf")

@@ -3,7 +3,7 @@
 Four ways of learning from a teacher, each a few lines here:
 
 * **response-based** (logit) distillation: :func:`distillation_loss`, and :func:`kd_loss_fn` to plug it into
-  ``course_utils.training.train.train(..., loss_fn=...)``;
+  ``course_utils.training.train.train(..., extras=TrainExtras(loss_fn=...))``;
 * **feature-based** distillation: a student-to-teacher layer map (:func:`teacher_layers_for_student`) and the
   hidden-state MSE of :class:`HiddenStateDistiller`, with a learned projection when the widths differ;
 * **initialisation** from the teacher's own weights (the DistilBERT trick): :func:`init_student_from_teacher`;

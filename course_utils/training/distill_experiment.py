@@ -25,7 +25,7 @@ from course_utils.reporting.plots import new_figure
 from course_utils.reporting.tables import Table, markdown_table
 from course_utils.training import distill
 from course_utils.training.text_data import SlidingWindowDataset, encode_documents, make_loader
-from course_utils.training.train import History, TrainConfig, logits_of, make_train_loader, train
+from course_utils.training.train import History, TrainConfig, TrainExtras, logits_of, make_train_loader, train
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -199,12 +199,12 @@ def run_arm(arm: Arm, teacher: torch.nn.Module, student_config: Any, train_loade
     """Build the arm's student, train it for ``cfg.max_steps`` steps and score it on ``val_loader``."""
     device = torch.device(device)
     student = make_student(arm, teacher, student_config, seed).to(device)
-    loss_fn = {} if arm.alpha == 0 else {
-        "loss_fn": distill.kd_loss_fn(teacher, alpha=arm.alpha, temperature=arm.temperature)}
+    extras = TrainExtras() if arm.alpha == 0 else TrainExtras(
+        loss_fn=distill.kd_loss_fn(teacher, alpha=arm.alpha, temperature=arm.temperature))
     set_seed(seed)
     wall, cpu = time.perf_counter(), time.process_time()
-    state, _ = train(student, train_loader, val_loader, cfg, device=device, progress=progress,
-                     **_mixed_precision(precision), **loss_fn)
+    state, _ = train(student, train_loader, val_loader, cfg, device=device, precision=precision, progress=progress,
+                     extras=extras)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = distill.heldout_metrics(student, val_loader, device, teacher_tokens=teacher_tokens)
     return ArmResult(arm, distill.count_parameters(student), state.step, metrics, state.history, wall, cpu,
@@ -343,17 +343,9 @@ def fine_tune_on_pairs(student_config: Any, tokenizer: Any, prompts: Sequence[st
     data = distill.prompt_response_dataset(tokenizer, prompts, responses, max_length)
     student = fresh_student(student_config, seed).to(device)
     set_seed(seed)
-    train(student, make_train_loader(data, batch_size, seed=seed), None, cfg, device=device, progress=progress,
-          **_mixed_precision(precision))
+    train(student, make_train_loader(data, batch_size, seed=seed), None, cfg, device=device, precision=precision,
+          progress=progress)
     return student.eval()
-
-
-def _mixed_precision(precision: machine.Precision | None) -> dict[str, Any]:
-    """``train()``'s autocast and gradient-scaler arguments for a precision recipe (none on the CPU)."""
-    if precision is None:
-        return {}
-    return {"autocast_dtype": precision.autocast_dtype,
-            "grad_scaler": machine.grad_scaler(precision) if precision.use_grad_scaler else None}
 
 
 @torch.no_grad()

@@ -333,7 +333,7 @@ def distillation_probe(steps: int = 10, alpha: float = 0.5, budget: int = 18) ->
         student = distill_experiment.fresh_student(distill_experiment.load_config("tiny-llama-student"), seed)
         cfg = train.TrainConfig(max_steps=steps, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_every=steps)
         train.train(student, train.make_train_loader(windows, 4, seed=seed), None, cfg, progress=False,
-                    loss_fn=distill.kd_loss_fn(teacher, alpha=alpha, temperature=heat))
+                    extras=train.TrainExtras(loss_fn=distill.kd_loss_fn(teacher, alpha=alpha, temperature=heat)))
         student.eval()
         return {"perplexity": math.exp(_validation_loss(student, held_out))}
 
