@@ -95,6 +95,20 @@ def run_experiment(student: Callable[..., Any], probe: Any, what: str) -> Any:
     return result
 
 
+def measured_losses(student: Callable[..., Any], probe: Any, what: str, setting: str, *, too_few: str,
+                    loss: str = "validation loss", at_least: int = 4) -> tuple[Any, dict[Any, float]]:
+    """Run the student's experiment: its answer, and the losses it measured by ``setting``, checked for sense.
+
+    ``too_few`` is the message when fewer than ``at_least`` settings were measured, with ``{n}`` for their count.
+    """
+    __tracebackhide__ = True
+    got = run_experiment(student, probe, what)
+    losses = dict(zip(probe.values(setting), probe.values(loss)))
+    expect(all(math.isfinite(value) and 0 < value < 20 for value in losses.values()), f"odd losses: {losses}")
+    expect(len(losses) >= at_least, f"{what} " + too_few.format(n=len(losses)))
+    return got, losses
+
+
 def passed_experiment(message: str, probe: Any) -> None:
     """Report a passed experiment, with the table of the runs when the workbook measured them."""
     passed(f"{message} ({probe.about})")
@@ -123,4 +137,4 @@ def tiny_llama_sizes() -> dict[str, int]:
 
 
 __all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal",
-           "expect_tensor_close", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]
+           "expect_tensor_close", "measured_losses", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import torch
 
 from course_utils.ground import machine
@@ -33,14 +34,7 @@ class MemoryPeak:
 
 
 def _rss_bytes() -> int:
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except ImportError:
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return int(psutil.Process().memory_info().rss)
 
 
 def _read_status(field_name: str) -> int | None:
