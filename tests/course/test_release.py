@@ -551,3 +551,20 @@ def test_a_notebook_without_the_gpu_runtime_is_refused():
     for key in ("accelerator", "colab"):
         solution.metadata.pop(key, None)
     assert any("CPU runtime" in p for p in validate_solution_notebook(solution, "01_example.ipynb"))
+
+
+def test_nbgraders_validator_judges_the_metadata_schema():
+    """The release asks nbgrader's MetadataValidator, not a copy of its rules: an old schema and a missing key fail."""
+    from course_utils.course.release import read_notebook, solution_notebooks, validate_solution_notebook
+
+    path = solution_notebooks()[1]
+    nb = read_notebook(path)
+    graded = [i for i, cell in enumerate(nb.cells) if cell.metadata.get("nbgrader", {}).get("grade")]
+    assert graded and not validate_solution_notebook(nb, path)
+    old, missing = copy.deepcopy(nb), copy.deepcopy(nb)
+    old.cells[graded[0]].metadata["nbgrader"]["schema_version"] = 2
+    del missing.cells[graded[0]].metadata["nbgrader"]["locked"]
+    assert any(f"cell {graded[0]}: nbgrader's metadata validator: Outdated schema" in p
+               for p in validate_solution_notebook(old, path))
+    assert any(f"cell {graded[0]}: nbgrader's metadata validator:" in p and "locked" in p
+               for p in validate_solution_notebook(missing, path))
