@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from course_utils.models.kv_cache import SameTokensComparison
 from course_utils.reporting import timing
 
 # transformers' assisted generation calls the draft's generate() with a generation config *and* token limits, then
@@ -132,21 +133,14 @@ def timed_generation(target: Any, prompt_ids: torch.Tensor, new_tokens: int, *, 
 
 
 @dataclass(frozen=True)
-class DraftComparison:
+class DraftComparison(SameTokensComparison):
     """The target generating alone and with a draft model, on the same prompt."""
 
     alone: AssistedRun
     assisted: AssistedRun
 
-    @property
-    def identical(self) -> bool:
-        """Both produced exactly the same tokens (greedy decoding guarantees it)."""
-        return bool(torch.equal(self.alone.sequences, self.assisted.sequences))
-
-    @property
-    def speedup(self) -> float:
-        """Tokens per second with the draft over tokens per second without."""
-        return self.assisted.tokens_per_s / self.alone.tokens_per_s
+    def plain_and_faster(self) -> tuple[AssistedRun, AssistedRun]:
+        return self.alone, self.assisted
 
     def expected_speedup(self, draft_cost: float) -> float:
         """The speed-up the counts predict if one target pass over a round's tokens cost as much as a pass over one

@@ -27,20 +27,6 @@ def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_built", lambda: False)
 
 
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """Pretend there is one CUDA GPU; the test sets its compute capability."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Fake GPU")
-
-    def capability(major: int, minor: int) -> None:
-        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (major, minor))
-
-    return capability
-
-
 # --- versions ----------------------------------------------------------------------------------------------------
 
 

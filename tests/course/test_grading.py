@@ -40,6 +40,7 @@ from course_utils.course.grading import (
     WRONG,
     ExerciseGrade,
     GradingError,
+    GradingOptions,
     NotebookRun,
     StudentGrade,
     analyse_run,
@@ -638,10 +639,12 @@ def test_grade_exercises_matches_cells_by_grade_id_then_by_cell_id(tmp_path):
     for cell in student.cells:  # an editor that drops cell metadata
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "nb02-word-count":
             del cell.metadata["nbgrader"]
-    without = grade_exercises(reference, copy.deepcopy(student), workdir=tmp_path / "a", timeout=30)
+    without = grade_exercises(reference, copy.deepcopy(student), workdir=tmp_path / "a",
+                              options=GradingOptions(check_timeout=30))
     assert [grade.reason for grade in without] == [DELETED, HIDDEN, PASSED]
     grades = grade_exercises(
-        reference, student, workdir=tmp_path / "b", timeout=30, solution=solution, reveal_hidden=False
+        reference, student, workdir=tmp_path / "b", solution=solution,
+        options=GradingOptions(check_timeout=30, reveal_hidden=False),
     )
     assert [grade.points for grade in grades] == [2, 0, 1]
     assert grades[1].message.startswith("one of the instructor's hidden tests failed")
@@ -655,7 +658,7 @@ def test_grade_exercises_ignores_the_students_own_checks(tmp_path):
     for cell in student.cells:  # a student who "fixed" the check cells
         if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata["nbgrader"].get("solution"):
             cell.source = "pass"
-    grades = grade_exercises(reference, student, workdir=tmp_path, timeout=30)
+    grades = grade_exercises(reference, student, workdir=tmp_path, options=GradingOptions(check_timeout=30))
     assert [grade.reason for grade in grades] == [PASSED, PASSED, HIDDEN]
 
 
