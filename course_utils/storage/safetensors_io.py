@@ -671,11 +671,10 @@ def benchmark_reads(path: str | os.PathLike[str], repeats: int = 20) -> list[dic
     ``load_file`` memory-maps the file: it returns at once and the bytes are read when first touched, so its time
     is not a full read; ``read_all`` reads every byte.
     """
-    import statistics
-    import time
-
     from safetensors import safe_open
     from safetensors.torch import load_file
+
+    from course_utils.reporting import timing
 
     header = read_header(path)
     largest = max(header, key=lambda t: t.nbytes).name
@@ -687,12 +686,6 @@ def benchmark_reads(path: str | os.PathLike[str], repeats: int = 20) -> list[dic
     runs = [lambda: read_header(path), library_header, lambda: read_tensor(path, largest, header),
             lambda: read_all(path), lambda: load_file(str(path))]
     rows = []
-    for label, run in zip(BENCHMARK_READS, runs):
-        run()  # warm the page cache and the imports
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        rows.append({"read": label, "median ms": round(1000 * statistics.median(times), 3)})
+    for label, run in zip(BENCHMARK_READS, runs):  # the timer's warm-ups fill the page cache and the imports
+        rows.append({"read": label, "median ms": round(1000 * timing.median_seconds(run, repeats), 3)})
     return rows

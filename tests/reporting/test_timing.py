@@ -27,6 +27,12 @@ def test_keeps_the_threads_torch_uses_now():
     assert set(seen) == {2}
 
 
+def test_the_median_times_each_call_apart():
+    delays = iter([0.0, 0.0, 0.05] + [0.0, 0.0, 0.001] * 4)  # two warm-ups, then one timed call, per sample
+    seconds = timing.median_seconds(lambda: time.sleep(next(delays)), repeats=5)
+    assert seconds < 0.02  # one slow call out of five does not move the median
+
+
 def test_refuses_no_repeats():
     with pytest.raises(ValueError, match="at least 1"):
         timing.seconds_per_call(lambda: None, repeats=0)
