@@ -590,7 +590,7 @@ def _check_exercises(cells: list[NotebookNode], number: str | None) -> list[str]
 
 def _check_nbgrader_schema(cells: list[NotebookNode]) -> list[str]:
     """nbgrader's own validator on every cell with nbgrader metadata: schema version, keys, points, cell types."""
-    from jsonschema import ValidationError as SchemaError
+    from nbformat import ValidationError as SchemaError  # jsonschema's, which nbgrader's validator raises too
     from nbgrader.nbgraderformat import (
         MetadataValidator,
         SchemaTooNewError,
