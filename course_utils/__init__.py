@@ -1,6 +1,6 @@
 """course_utils: the tested helper package behind the llm-workbook notebooks.
 
-Import modules explicitly from their groups (``from course_utils.course import env``); this file stays light so that
+Import modules explicitly from their groups (``from course_utils.ground import machine``); this file stays light so that
 ``import course_utils`` never pulls in torch.
 """
 

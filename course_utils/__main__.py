@@ -188,8 +188,8 @@ def _readme_notebooks(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    from course_utils.course import paths
     from course_utils.course.release import MarkerError, ReleaseError, release
+    from course_utils.ground import paths
 
     try:
         files = release(check=args.check)
@@ -260,8 +260,8 @@ def _parameters(pairs: list[str]) -> dict[str, Any]:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from course_utils.course import paths
     from course_utils.course.grading import GradingError, grade_submissions, resolve_assignment
+    from course_utils.ground import paths
 
     try:
         assignment = resolve_assignment(args.assignment)
@@ -343,7 +343,8 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _environment_yml(args: argparse.Namespace) -> int:
-    from course_utils.course import paths, project
+    from course_utils.course import project
+    from course_utils.ground import paths
 
     path = paths.REPO_ROOT / "environment.yml"
     wanted = project.environment_yml()

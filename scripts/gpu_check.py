@@ -208,15 +208,15 @@ def t4_shape(device: str) -> str:
     """
     import torch
 
-    from course_utils.course import env
+    from course_utils.ground import machine
 
     if device != "cuda":
         return "T4 shape not applied: no CUDA GPU (the memory cap and fp16 need one)"
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, T4_MEMORY / total), 0)
     torch.backends.cuda.enable_flash_sdp(False)
-    t4 = env.precision_for("cuda", (7, 5), "T4-shaped GPU")
-    env.pick_precision = lambda device=None: t4  # every caller in this worker process asks the module attribute
+    t4 = machine.precision_for("cuda", (7, 5), "T4-shaped GPU")
+    machine.pick_precision = lambda device=None: t4  # every caller in this worker process asks the module attribute
     return f"T4-shaped: fp16 + GradScaler, memory capped at {T4_MEMORY / 2**30:.0f} of {total / 2**30:.0f} GiB, " \
            "no FlashAttention"
 
@@ -236,8 +236,8 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import set_seed
 
-    from course_utils.course import env, sources
     from course_utils.finetuning import finetune_launch, sft_data, trainer_callbacks
+    from course_utils.ground import machine, sources
 
     shape = t4_shape(spec["device"]) if spec.get("t4") else None
     steps, batch, seed = spec["steps"], spec["batch"], spec["seed"]
@@ -252,7 +252,7 @@ def finetune_worker(spec: dict[str, Any]) -> dict[str, Any]:
     model, tokenizer = finetune_launch.load_for_training(args, sources.resolve_model(spec["model"]).location, device,
                                                          spec["load_in_4bit"], use_unsloth)
     data = sources.load_text_dataset("zorbish")
-    precision = env.pick_precision(device)
+    precision = machine.pick_precision(device)
     no_checkpointing = sft_data.checkpointing_option(False)  # as load_for_training set it; TRL's default is on
     held_out_rows = data["validation"].select(range(min(spec["eval"], len(data["validation"]))))
     with tempfile.TemporaryDirectory() as scratch:

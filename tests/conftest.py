@@ -50,7 +50,7 @@ def load_script():
     """Import a file of scripts/ as a module by its name: ``load_script("gpu_check")``."""
     import importlib.util
 
-    from course_utils.course import paths
+    from course_utils.ground import paths
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, paths.REPO_ROOT / "scripts" / f"{name}.py")

@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 ROOT = paths.REPO_ROOT
 PYTHON = ".venv/bin/python"

@@ -7,7 +7,7 @@ import re
 import pytest
 from packaging.requirements import Requirement
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 PINS_FILE = paths.REPO_ROOT / "constraints" / "colab-gpu.txt"
 

@@ -16,7 +16,6 @@ import pytest
 from exercise_answers import DELEGATING
 
 from course_utils.checks import DelegationError, traps
-from course_utils.course import paths
 from course_utils.course.exercises import load_exercises
 from course_utils.course.grading import DELEGATED, PASSED, grade_submissions
 from course_utils.course.manual_grading import manual_items
@@ -27,6 +26,7 @@ from course_utils.course.release import (
     solution_notebooks,
     write_notebook,
 )
+from course_utils.ground import paths
 
 NOTEBOOKS = solution_notebooks(paths.solutions_dir())
 

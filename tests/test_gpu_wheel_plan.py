@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 MB = 1_000_000
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from exercise_answers import WRONG
 
-from course_utils.course import paths
 from course_utils.course.exercises import load_exercises
 from course_utils.course.release import find_regions, solution_notebooks
+from course_utils.ground import paths
 
 
 def hidden_source(check_source: str) -> str:

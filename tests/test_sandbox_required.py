@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from course_utils.course import paths
 from course_utils.course.sandbox import INSTALL_BUBBLEWRAP
+from course_utils.ground import paths
 
 TESTS = """
 import pytest

@@ -10,9 +10,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-
-class CheckFailed(AssertionError):
-    """An exercise check failed; the message tells the student what to fix."""
+from course_utils.checks.failure import CheckFailed
+from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code
 
 
 def call(fn: Callable[..., Any], *args: Any, what: str | None = None, **kwargs: Any) -> Any:
@@ -88,12 +87,26 @@ def expect_tensor_close(actual: Any, expected: Any, what: str, *, atol: float = 
 
 
 def run_experiment(student: Callable[..., Any], probe: Any, what: str) -> Any:
-    """Run the student's experiment with ``probe`` (a :class:`course_utils.course.experiments.Probe`); its answer."""
+    """Run the student's experiment with ``probe`` (a :class:`course_utils.checks.experiments.Probe`); its answer."""
     __tracebackhide__ = True
     result = call(student, probe, what=what)
     expect(bool(probe.rows), f"{what} returned {result!r} without calling {probe.name}: the answer must come from "
                              "what you measure.")
     return result
+
+
+def measured_losses(student: Callable[..., Any], probe: Any, what: str, setting: str, *, too_few: str,
+                    loss: str = "validation loss", at_least: int = 4) -> tuple[Any, dict[Any, float]]:
+    """Run the student's experiment: its answer, and the losses it measured by ``setting``, checked for sense.
+
+    ``too_few`` is the message when fewer than ``at_least`` settings were measured, with ``{n}`` for their count.
+    """
+    __tracebackhide__ = True
+    got = run_experiment(student, probe, what)
+    losses = dict(zip(probe.values(setting), probe.values(loss)))
+    expect(all(math.isfinite(value) and 0 < value < 20 for value in losses.values()), f"odd losses: {losses}")
+    expect(len(losses) >= at_least, f"{what} " + too_few.format(n=len(losses)))
+    return got, losses
 
 
 def passed_experiment(message: str, probe: Any) -> None:
@@ -115,7 +128,7 @@ def tiny_llama_sizes() -> dict[str, int]:
     """
     import json
 
-    from course_utils.course import paths
+    from course_utils.ground import paths
 
     config = json.loads((paths.data_dir() / "models" / "tiny-llama" / "config.json").read_text())
     hidden, heads = config["hidden_size"], config["num_attention_heads"]
@@ -123,8 +136,5 @@ def tiny_llama_sizes() -> dict[str, int]:
             "mlp": config["intermediate_size"], "vocab": config["vocab_size"], "layers": config["num_hidden_layers"]}
 
 
-# Imported last: the traps module needs CheckFailed from this one.
-from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code  # noqa: E402
-
 __all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal",
-           "expect_tensor_close", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]
+           "expect_tensor_close", "measured_losses", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]

@@ -12,11 +12,11 @@ from course_utils.checks import (
     check,
     expect,
     expect_close,
+    experiments,
     passed,
     passed_experiment,
     run_experiment,
 )
-from course_utils.course import experiments
 from course_utils.models import memory
 
 GIB = memory.GIB

@@ -310,7 +310,7 @@ def dtype_by_the_rule(rows: list[dict[str, Any]]) -> str:
 @check()
 def save_dtype_experiment(student: Callable[..., Any], probe: Any = None) -> None:
     """``choose_dtype(save_as)``: save in every dtype, then choose by the rule the exercise states."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.save_dtype_probe()
     got = run_experiment(student, probe, "choose_dtype")

@@ -20,9 +20,9 @@ from course_utils.checks import (
     check,
     expect,
     expect_tensor_close,
+    measured_losses,
     passed,
     passed_experiment,
-    run_experiment,
 )
 from course_utils.models import arch
 
@@ -370,13 +370,11 @@ def first_rise(losses: dict[int, float]) -> int | None:
 @check()
 def position_experiment(student: Callable[..., Any], probe: Any = None) -> None:
     """``where_loss_rises(loss_at)``: the first position where the tiny Llama's loss rises by 20%."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.position_loss_probe()
-    got = run_experiment(student, probe, "where_loss_rises")
-    losses = dict(zip(probe.values("position"), probe.values("loss")))
-    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
-    expect(len(losses) >= 4, f"where_loss_rises measured {len(losses)} positions; measure at least four.")
+    got, losses = measured_losses(student, probe, "where_loss_rises", "position", loss="loss",
+                                  too_few="measured {n} positions; measure at least four.")
     expected = first_rise(losses)
     bucket = experiments.POSITION_BUCKET
     if got is None:

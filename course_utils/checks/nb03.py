@@ -19,9 +19,9 @@ from course_utils.checks import (
     expect,
     expect_close,
     expect_tensor_close,
+    measured_losses,
     passed,
     passed_experiment,
-    run_experiment,
 )
 from course_utils.training import scaling
 from course_utils.training.sampling import next_token_probs
@@ -223,14 +223,12 @@ def chinchilla_optimal(student: Callable[[float], tuple[float, float]]) -> None:
 @check()
 def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
     """``find_fastest_lr(loss_after)``: the learning rate with the lowest loss after the steps, bracketed."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.learning_rate_probe()
-    got = run_experiment(student, probe, "find_fastest_lr")
-    losses = dict(zip(probe.values("lr"), probe.values("validation loss")))
-    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
-    expect(len(losses) >= 4, f"find_fastest_lr tried {len(losses)} learning rates; try at least four (for "
-                             "example a few factors of 3 apart) before you decide.")
+    got, losses = measured_losses(student, probe, "find_fastest_lr", "lr",
+                                  too_few="tried {n} learning rates; try at least four (for example a few factors of 3 "
+                                          "apart) before you decide.")
     best = min(losses, key=losses.__getitem__)
     expect(isinstance(got, (int, float)) and not isinstance(got, bool),
            f"find_fastest_lr: return the learning rate (a number), got {got!r}.")

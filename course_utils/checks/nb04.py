@@ -231,7 +231,7 @@ def temperature_verdict(perplexities: dict[float, list[float]]) -> tuple[float, 
 @check()
 def temperature_experiment(student: Callable[..., object], probe: object = None) -> None:
     """``best_temperature(perplexity_after)`` -> ``(temperature, decided)`` over at least three seeds each."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.distillation_probe()
     got = run_experiment(student, probe, "best_temperature")

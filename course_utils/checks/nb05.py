@@ -3,7 +3,6 @@ padding, block-wise NF4 quantization, and the experiment that finds where LoRA s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,9 +14,9 @@ from course_utils.checks import (
     expect,
     expect_equal,
     expect_tensor_close,
+    measured_losses,
     passed,
     passed_experiment,
-    run_experiment,
     tiny_llama_sizes,
 )
 from course_utils.finetuning import lora, quant, sft_data
@@ -233,13 +232,11 @@ def smallest_good_rank(losses: dict[int, float]) -> int:
 @check()
 def rank_experiment(student: Callable[..., object], probe: object = None) -> None:
     """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.lora_rank_probe()
-    got = run_experiment(student, probe, "where_lora_stops")
-    losses = dict(zip(probe.values("rank"), probe.values("validation loss")))
-    expect(all(math.isfinite(loss) and 0 < loss < 20 for loss in losses.values()), f"odd losses: {losses}")
-    expect(len(losses) >= 4, f"where_lora_stops tried {len(losses)} ranks; try at least four (powers of two, say).")
+    got, losses = measured_losses(student, probe, "where_lora_stops", "rank",
+                                  too_few="tried {n} ranks; try at least four (powers of two, say).")
     expected = smallest_good_rank(losses)
     expect(got in losses, f"where_lora_stops returned {got!r}, a rank it did not try; return one from your table.")
     expect(got == expected, f"where_lora_stops returned {got}; in your table the smallest rank within 2% of the "

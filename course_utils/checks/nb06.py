@@ -104,7 +104,7 @@ def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Te
 # ------------------------------------------------------------------------------------------------ GGUF size
 @check(forbids=(
     "course_utils.storage.gguf_io.tensor_bytes", "course_utils.storage.gguf_io.bits_per_weight",
-    "course_utils.storage.export.gguf_size_estimate"
+    "course_utils.serving.export.gguf_size_estimate"
 ))
 def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> None:
     """``gguf_tensor_bytes(shapes, file_type)``: bytes of tensors of these shapes in a GGUF of ``file_type``."""
@@ -134,7 +134,7 @@ def gguf_tensor_bytes(student: Callable[[list[tuple[int, ...]], str], int]) -> N
 
 
 # ------------------------------------------------------------------------------------------------ adapter base
-@check(forbids=("course_utils.storage.export.retarget_adapter",))
+@check(forbids=("course_utils.serving.export.retarget_adapter",))
 def point_adapter_at(student: Callable[[Path, str, Path], object]) -> None:
     """``point_adapter_at(adapter_dir, base, out_dir)``: a copy of the adapter folder naming ``base``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +181,7 @@ def gguf_by_the_rule(rows: list[dict[str, object]]) -> str:
 @check()
 def gguf_experiment(student: Callable[..., object], probe: object = None) -> None:
     """``choose_gguf(export_as)``: write every type, then choose the smallest that scores like f32."""
-    from course_utils.course import experiments
+    from course_utils.checks import experiments
 
     probe = probe or experiments.gguf_type_probe()
     got = run_experiment(student, probe, "choose_gguf")

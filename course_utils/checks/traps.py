@@ -22,7 +22,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from course_utils.checks import CheckFailed
+from course_utils.checks.failure import CheckFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,1 +1,1 @@
-"""The course machinery students need not read: profiles and sources, the environment, releasing, running and grading notebooks, the sandbox, the Colab rehearsal."""
+"""The course machinery, on the top floor: the environment report, releasing, running and grading notebooks, the sandbox, the Colab rehearsal. No lesson module imports it."""

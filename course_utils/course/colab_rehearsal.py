@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import paths
 from course_utils.course.release import cell_tags, read_notebook, solution_notebooks
 from course_utils.course.runner import RunResult, environ, run_notebook, write_summary
+from course_utils.ground import paths
 
 # Per notebook (by number): the parameters that cut time, each the smallest its cell allows. DEVICE is "cpu" for all.
 REHEARSAL_PARAMETERS: dict[str, dict[str, Any]] = {

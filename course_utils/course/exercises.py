@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from nbformat import NotebookNode
 
-from course_utils.course import paths
 from course_utils.course.memory_watch import MemoryWatch
 from course_utils.course.release import (
     cell_tags,
@@ -31,6 +31,7 @@ from course_utils.course.release import (
     visible_source,
 )
 from course_utils.course.sandbox import Sandbox, start_process
+from course_utils.ground import paths
 
 
 @dataclass(frozen=True)
@@ -311,11 +312,9 @@ def kill_tree(process: subprocess.Popen) -> None:
     """Kill ``process`` and every process it started, including Jupyter kernels (which run in their own session)."""
     victims = []
     try:
-        import psutil  # ipykernel depends on it
-
         parent = psutil.Process(process.pid)
         victims = [*parent.children(recursive=True), parent]
-    except Exception:  # noqa: BLE001 - no psutil, or the process is already gone
+    except psutil.NoSuchProcess:  # it has already gone
         pass
     for victim in victims:
         with contextlib.suppress(Exception):  # it may have ended meanwhile

@@ -40,7 +40,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils.course import manual_grading, paths
+from course_utils.course import manual_grading
 from course_utils.course.exercises import (
     Exercise,
     ExerciseNotebook,
@@ -59,6 +59,7 @@ from course_utils.course.release import (
     solution_notebooks,
 )
 from course_utils.course.sandbox import Sandbox, find_sandbox, start_process, unconfined
+from course_utils.ground import paths
 
 DEFAULT_TIMEOUT = 300.0  # seconds for the whole notebook
 DEFAULT_CHECK_TIMEOUT = 60.0  # seconds for one exercise (imports + answer + check)
@@ -528,16 +529,27 @@ def classify(result: Result, exercise: Exercise) -> str:
     return CRASHED
 
 
+@dataclass(frozen=True)
+class GradingOptions:
+    """How every submission is graded: the time limits, whether its notebook runs, what the feedback reveals, and
+    the box its code runs in (None: unconfined). One object, handed down from the folder to each exercise."""
+
+    timeout: float = DEFAULT_TIMEOUT  # the whole notebook's run
+    check_timeout: float = DEFAULT_CHECK_TIMEOUT  # each exercise's check
+    run: bool = True
+    reveal_hidden: bool = True
+    scratch_dir: Path | None = None
+    sandbox: Sandbox | None = None
+
+
 def grade_exercises(
     reference: ExerciseNotebook,
     student: NotebookNode,
     *,
     workdir: Path,
-    timeout: float = DEFAULT_CHECK_TIMEOUT,
     env: Mapping[str, str] | None = None,
     solution: NotebookNode | None = None,
-    reveal_hidden: bool = True,
-    sandbox: Sandbox | None = None,
+    options: GradingOptions = GradingOptions(),
 ) -> list[ExerciseGrade]:
     """Grade each exercise of ``reference`` on the student's own cell, each in a fresh subprocess under ``workdir``.
 
@@ -567,14 +579,14 @@ def grade_exercises(
             reference.imports_source,
             answer,
             exercise.check_source,
-            timeout=timeout,
+            timeout=options.check_timeout,
             workdir=workdir / "checks" / exercise.grade_id,
             env=env,
-            sandbox=sandbox,
+            sandbox=options.sandbox,
         )
         reason = classify(result, exercise)
         message = "" if reason == PASSED else result.message
-        if reason == HIDDEN and not reveal_hidden:
+        if reason == HIDDEN and not options.reveal_hidden:
             message = (
                 "one of the instructor's hidden tests failed; try more cases (edge cases, other inputs)."
             )
@@ -610,16 +622,12 @@ def grade_submission(
     solution: NotebookNode | None = None,
     problem: str = "",
     source: str = "",
-    timeout: float = DEFAULT_TIMEOUT,
-    check_timeout: float = DEFAULT_CHECK_TIMEOUT,
-    run: bool = True,
-    scratch_dir: Path | None = None,
-    reveal_hidden: bool = True,
-    sandbox: Sandbox | None = None,
+    options: GradingOptions = GradingOptions(),
 ) -> StudentGrade:
     """Grade one submission (its bytes, read beforehand) in a temporary folder of its own, removed afterwards.
 
-    With a ``sandbox``, every process of the submission runs in a box of its own (:mod:`course_utils.course.sandbox`).
+    With ``options.sandbox``, every process of the submission runs in a box of its own
+    (:mod:`course_utils.course.sandbox`).
     """
     nb = None
     if not problem:
@@ -633,10 +641,11 @@ def grade_submission(
         reason = problem.split(":", 1)[0]
         zeros = [ExerciseGrade(ex.grade_id, 0.0, ex.points, reason) for ex in reference.exercises]
         return StudentGrade(student, source, zeros, NotebookRun("skipped"), problem)
-    if scratch_dir is not None:
-        Path(scratch_dir).mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"grade-{student}-", dir=scratch_dir))
-    sandbox = sandbox.within(workdir) if sandbox is not None else None  # its boxes write here, nowhere else
+    if options.scratch_dir is not None:
+        Path(options.scratch_dir).mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"grade-{student}-", dir=options.scratch_dir))
+    if options.sandbox is not None:  # its boxes write here, nowhere else
+        options = dataclasses.replace(options, sandbox=options.sandbox.within(workdir))
     try:
         env = grading_environment(workdir)
         notebook = workdir / "input" / "submission.ipynb"
@@ -644,18 +653,10 @@ def grade_submission(
         notebook.write_bytes(data or b"")
         executed = None
         notebook_run = NotebookRun("skipped")
-        if run:
-            notebook_run, executed = run_submission(notebook, workdir, timeout=timeout, env=env, sandbox=sandbox)
-        grades = grade_exercises(
-            reference,
-            nb,
-            workdir=workdir,
-            timeout=check_timeout,
-            env=env,
-            solution=solution,
-            reveal_hidden=reveal_hidden,
-            sandbox=sandbox,
-        )
+        if options.run:
+            notebook_run, executed = run_submission(notebook, workdir, timeout=options.timeout, env=env,
+                                                    sandbox=options.sandbox)
+        grades = grade_exercises(reference, nb, workdir=workdir, env=env, solution=solution, options=options)
         manual = manual_answers_of(solution, nb, executed)
         return StudentGrade(student, source, grades, notebook_run, executed=executed, manual=manual)
     finally:
@@ -700,6 +701,7 @@ def grade_submissions(
     ids = student_ids(submissions)
     box = submission_sandbox(sandbox, [assignment.parent, submissions_dir, out_dir])
     say(f"sandbox: {box.describe()}")
+    options = GradingOptions(timeout, check_timeout, run, reveal_hidden, scratch_dir, box)
     # Read every submission before any student code runs: no submission can change what another is graded on.
     snapshots = [_snapshot(submission) for submission in submissions]
 
@@ -714,12 +716,7 @@ def grade_submissions(
                 solution=solution,
                 problem=problem,
                 source=source,
-                timeout=timeout,
-                check_timeout=check_timeout,
-                run=run,
-                scratch_dir=scratch_dir,
-                reveal_hidden=reveal_hidden,
-                sandbox=box,
+                options=options,
             )
         except Exception as exc:  # noqa: BLE001 - a grader failure on one submission never stops the others
             reason = f"{GRADER_ERROR}: {type(exc).__name__}: {_first_line(str(exc))}"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 SEED = 0
 FILLER = "[unused{}]"  # placeholder tokens: made of characters the byte-level alphabet has, never produced by a merge
@@ -415,7 +415,7 @@ def write_snapshot(hub_cache: Path, repo_type: str, repo_id: str, files: Path) -
 # ---------------------------------------------------------------------------------------------------- building
 def colab_hub_ids() -> tuple[list[str], list[str]]:
     """(model ids, dataset ids) that the colab profile loads from the hub (embedded names such as zorbish excluded)."""
-    from course_utils.course.profiles import PROFILES
+    from course_utils.ground.profiles import PROFILES
 
     colab = PROFILES["colab"]
     models = sorted({name for name in colab.models.values() if "/" in name})

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from course_utils.course import paths
 from course_utils.course.runner import environ
+from course_utils.ground import paths
 from course_utils.reporting import claims
 from course_utils.reporting.key_figures import FIGURES_ENV
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from packaging.requirements import Requirement
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 DISTRIBUTION = "llm-workbook"
 PYPROJECT = paths.REPO_ROOT / "pyproject.toml"

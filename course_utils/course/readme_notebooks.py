@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import paths
 from course_utils.course.release import (
     BUILDS_ON_PREFIX,
     COLAB_BADGE_IMAGE,
@@ -23,6 +22,7 @@ from course_utils.course.release import (
     read_notebook,
     solution_notebooks,
 )
+from course_utils.ground import paths
 from course_utils.reporting import gpu_results
 
 START = ("<!-- notebooks:start (rendered by `python -m course_utils readme-notebooks` from build/summary.json and "

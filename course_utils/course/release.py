@@ -19,7 +19,8 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils.course import paths, project
+from course_utils.course import project
+from course_utils.ground import paths
 from course_utils.reporting.claims import claim_problems
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
@@ -614,8 +615,6 @@ def _check_exercises(cells: list[NotebookNode], number: str | None) -> list[str]
                 )
             continue
         check_grade_id(index, meta)
-        if meta.get("schema_version") != 3:
-            problems.append(f"cell {index}: nbgrader metadata needs schema_version 3.")
         if cell.cell_type != "code":
             problems += _check_written_answer(index, meta)  # graded by hand: it has no check cell
             continue
@@ -646,8 +645,27 @@ def _check_exercises(cells: list[NotebookNode], number: str | None) -> list[str]
         points = check_meta.get("points")
         if isinstance(points, bool) or not isinstance(points, (int, float)) or points <= 0:
             problems.append(f"cell {index + 1}: check cell needs nbgrader points > 0 (found {points!r}).")
-        if check_meta.get("schema_version") != 3:
-            problems.append(f"cell {index + 1}: nbgrader metadata needs schema_version 3.")
+    return problems + _check_nbgrader_schema(cells)
+
+
+def _check_nbgrader_schema(cells: list[NotebookNode]) -> list[str]:
+    """nbgrader's own validator on every cell with nbgrader metadata: schema version, keys, points, cell types."""
+    from nbformat import ValidationError as SchemaError  # jsonschema's, which nbgrader's validator raises too
+    from nbgrader.nbgraderformat import (
+        MetadataValidator,
+        SchemaTooNewError,
+        SchemaTooOldError,
+        ValidationError,
+    )
+
+    validator, problems = MetadataValidator(), []
+    for index, cell in enumerate(cells):
+        if "nbgrader" not in cell.get("metadata", {}):
+            continue
+        try:
+            validator.validate_cell(copy.deepcopy(cell))
+        except (ValidationError, SchemaTooOldError, SchemaTooNewError, SchemaError) as exc:
+            problems.append(f"cell {index}: nbgrader's metadata validator: {str(exc).splitlines()[0]}")
     return problems
 
 
@@ -679,8 +697,6 @@ def _check_task(index: int, cell: NotebookNode, meta: dict[str, Any]) -> list[st
         )
     if _points_problem(meta):
         problems.append(f"cell {index}: a task cell needs nbgrader points > 0 (found {meta.get('points')!r}).")
-    if meta.get("schema_version") != 3:
-        problems.append(f"cell {index}: nbgrader metadata needs schema_version 3.")
     return problems
 
 

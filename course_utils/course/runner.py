@@ -19,8 +19,8 @@ from typing import Any
 
 from nbformat import NotebookNode
 
-from course_utils.course import paths
 from course_utils.course.release import cell_tags, read_notebook, write_notebook
+from course_utils.ground import paths
 from course_utils.reporting import claims
 from course_utils.reporting.key_figures import FIGURES_ENV
 from course_utils.reporting.stored_outputs import settle_progress_bars, trainer_tables_as_text

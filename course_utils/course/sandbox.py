@@ -42,8 +42,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course_utils.course import paths
 from course_utils.course.memory_watch import MemoryWatch, size_text
+from course_utils.ground import paths
 
 HOME = "/home/student"  # the box's own empty home
 HOSTNAME = "sandbox"  # the box's own host name, resolved by its own /etc/hosts

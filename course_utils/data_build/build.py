@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import paths
 from course_utils.data_build import stories, tiny_models, zorbish
 from course_utils.data_build.tokenizer import build_tokenizer
+from course_utils.ground import paths
 
 SEED = 0
 N_TRAIN_STORIES = 6000

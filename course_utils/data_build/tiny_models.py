@@ -17,7 +17,15 @@ import torch
 
 from course_utils.training.distill import distillation_loss, init_student_from_teacher
 from course_utils.training.text_data import SlidingWindowDataset, make_loader
-from course_utils.training.train import TrainConfig, TrainState, evaluate, logits_of, make_train_loader, train
+from course_utils.training.train import (
+    TrainConfig,
+    TrainExtras,
+    TrainState,
+    evaluate,
+    logits_of,
+    make_train_loader,
+    train,
+)
 
 CONTEXT = 256      # max_position_embeddings of every tiny model
 WINDOW = 128       # training sequence length
@@ -114,7 +122,8 @@ def distill(spec: TinySpec, teacher: torch.nn.Module, train_ids: list[int], val_
                                  temperature=temperature)
 
     torch.manual_seed(seed)
-    state, _ = train(student, train_loader, val_loader, _train_config(spec), loss_fn=kd_loss, progress=progress)
+    state, _ = train(student, train_loader, val_loader, _train_config(spec), progress=progress,
+                     extras=TrainExtras(loss_fn=kd_loss))
     return student.eval(), state
 
 

@@ -7,7 +7,6 @@ An adapter model (a PEFT ``PeftModel``) computes ``W0 x + (alpha/r) B (A x)`` in
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,26 +17,21 @@ from course_utils.finetuning import metrics
 from course_utils.finetuning.memory_measure import human_bytes, model_bytes
 from course_utils.finetuning.sft_data import encode_prompt, stop_ids
 from course_utils.finetuning.sft_eval import generate, logits_on
+from course_utils.reporting import timing
 
 
 @torch.no_grad()
 def seconds_per_token(model: Any, tokenizer: Any, prompt_ids: Sequence[int], *, new_tokens: int = 32,
                       repeats: int = 3) -> float:
-    """Best-of-``repeats`` wall time per generated token, batch 1, greedy, exactly ``new_tokens`` tokens."""
+    """Wall time per generated token over ``repeats`` runs, batch 1, greedy, exactly ``new_tokens`` tokens."""
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids)], device=device)
     config = metrics.greedy_config(new_tokens, [tokenizer.eos_token_id], tokenizer.pad_token_id,
                                    min_new_tokens=new_tokens)
     model.eval()
-    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)  # warm-up
-    best = math.inf
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best / new_tokens
+    seconds = timing.seconds_per_call(
+        lambda: model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config), repeats)
+    return seconds / new_tokens
 
 
 def _sync(device: torch.device) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 SCRIPT = paths.REPO_ROOT / "scripts" / "finetune.py"
 CLUSTER_DIR = paths.REPO_ROOT / "cluster"
@@ -92,8 +92,8 @@ def load_for_training(args: argparse.Namespace, location: str, device: Any, load
     """``(model with LoRA adapters, tokenizer)``: Unsloth's two calls on its path, transformers + PEFT on the other."""
     import torch
 
-    from course_utils.course import env
     from course_utils.finetuning import lora, quant
+    from course_utils.ground import machine
 
     if use_unsloth:
         from unsloth import FastLanguageModel
@@ -109,7 +109,7 @@ def load_for_training(args: argparse.Namespace, location: str, device: Any, load
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = env.pick_precision(device).inference_dtype
+    dtype = machine.pick_precision(device).inference_dtype
     extra = {"device_map": {"": device.index or 0}} if device.type == "cuda" else {}
     if load_in_4bit and not quant.saved_quantized(location):  # a folder saved quantized brings its own config
         extra["quantization_config"] = quant.nf4_config(dtype)
@@ -137,7 +137,7 @@ def access_problems(args: argparse.Namespace) -> list[str]:
     Embedded models, local folders and cached snapshots need nothing; a hub id is checked with the token this
     machine has (:func:`course_utils.course.hub.access_problem`): the cluster profile's Llama models are gated.
     """
-    from course_utils.course import hub, profiles, sources
+    from course_utils.ground import hub, profiles, sources
 
     name = args.model or profiles.resolve_profile(args.profile, verbose=False).model("base")
     try:
@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from course_utils.course import env, profiles, sources
     from course_utils.finetuning import sft_data, trainer_callbacks
+    from course_utils.ground import machine, profiles, sources
 
     profile = profiles.resolve_profile(args.profile, verbose=rank == 0)
     model_name = args.model or profile.model("base")
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     location = sources.resolve_model(model_name).location
     model, tokenizer = load_for_training(args, location, device, load_in_4bit, use_unsloth)
     rows = sft_data.sft_rows(sources.load_text_dataset(profile.dataset("instructions"), "train"), chat=chat)
-    precision = env.pick_precision(device)
+    precision = machine.pick_precision(device)
     config = SFTConfig(
         output_dir=str(output_dir / "trainer"), max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=learning_rate, warmup_steps=min(10, steps // 2), logging_steps=max(1, steps // 10),

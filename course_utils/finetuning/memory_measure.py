@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import torch
 
-from course_utils.course import env
+from course_utils.ground import machine
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,7 @@ class MemoryPeak:
 
 
 def _rss_bytes() -> int:
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except ImportError:
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return int(psutil.Process().memory_info().rss)
 
 
 def _read_status(field_name: str) -> int | None:
@@ -84,7 +78,7 @@ def measure_peak_memory(device: torch.device | str | None = None) -> Iterator[di
     own high-water mark of the process's resident memory (VmHWM), reset through ``/proc/self/clear_refs``: every
     byte the process touches, Python and libraries included. Elsewhere: resident memory sampled every 5 ms.
     """
-    device = env.pick_device(device)
+    device = machine.pick_device(device)
     out: dict[str, MemoryPeak] = {}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -119,13 +113,13 @@ def measure_peak_memory(device: torch.device | str | None = None) -> Iterator[di
 
 def memory_stats(device: torch.device | str | None = None) -> dict[str, Any]:
     """What the device holds now: GPU memory on CUDA (allocated, reserved, total), process RAM on the CPU."""
-    device = env.pick_device(device)
+    device = machine.pick_device(device)
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         return {"device": torch.cuda.get_device_name(device),
                 "allocated": human_bytes(torch.cuda.memory_allocated(device)),
                 "reserved": human_bytes(torch.cuda.memory_reserved(device)), "total": human_bytes(total)}
-    total, available = env.system_memory()
+    total, available = machine.system_memory()
     return {"device": device.type, "process resident memory": human_bytes(_rss_bytes()),
             "system total": human_bytes(total), "system available": human_bytes(available)}
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from course_utils.course.paths import display_path
+from course_utils.ground.paths import display_path
 from course_utils.models.arch import HeadCountError, check_head_counts
 
 # Token ids inside the tiny vocabularies below (the defaults of some configs point past a 256-token vocabulary).
@@ -183,7 +183,7 @@ def read_config(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 
 def config_json(name: str) -> dict[str, Any]:
     """The ``config.json`` of a model by name (embedded, local folder, hub cache or hub), as a dict."""
-    from course_utils.course import sources
+    from course_utils.ground import sources
 
     location = sources.resolve_model(name).location
     if Path(location).is_dir():

@@ -100,22 +100,38 @@ def timed_generation(model: Any, input_ids: torch.Tensor, new_tokens: int, *, us
     return GenerationRun(input_ids.shape[1], tuple(best or ()), out.sequences, out.past_key_values, clock)
 
 
+class SameTokensComparison:
+    """One greedy generation done the plain way and a faster way: the same tokens, and how much faster.
+
+    A comparison names its two runs (each with ``sequences`` and ``tokens_per_s``) in :meth:`plain_and_faster`;
+    :class:`CacheComparison` and :class:`course_utils.models.speculative.DraftComparison` are two of them.
+    """
+
+    def plain_and_faster(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    @property
+    def identical(self) -> bool:
+        """Both runs produced exactly the same tokens (greedy decoding promises it)."""
+        plain, faster = self.plain_and_faster()
+        return bool(torch.equal(plain.sequences, faster.sequences))
+
+    @property
+    def speedup(self) -> float:
+        """Tokens per second the faster way over tokens per second the plain way."""
+        plain, faster = self.plain_and_faster()
+        return faster.tokens_per_s / plain.tokens_per_s
+
+
 @dataclass(frozen=True)
-class CacheComparison:
+class CacheComparison(SameTokensComparison):
     """The same greedy generation with and without the KV cache."""
 
     with_cache: GenerationRun
     without_cache: GenerationRun
 
-    @property
-    def identical(self) -> bool:
-        """Both runs produced exactly the same tokens."""
-        return bool(torch.equal(self.with_cache.sequences, self.without_cache.sequences))
-
-    @property
-    def speedup(self) -> float:
-        """Total time without the cache over total time with it."""
-        return self.without_cache.total_seconds / self.with_cache.total_seconds
+    def plain_and_faster(self) -> tuple[GenerationRun, GenerationRun]:
+        return self.without_cache, self.with_cache
 
     def rows(self, checkpoints: Sequence[int] | None = None, window: int = 8) -> list[dict[str, Any]]:
         """Per-token time and tokens/s around each checkpoint (median of the ``window`` steps before it)."""

@@ -21,7 +21,7 @@ The accounting, per parameter, in bytes:
   recomputed, attention workspace and the CUDA context are left to the headroom.
 
 "Fits" means the total is at most ``(1 - headroom)`` of the memory this machine offers (see
-:func:`course_utils.course.env.machine_memory`); the default headroom is 20 %.
+:func:`course_utils.ground.machine.machine_memory`); the default headroom is 20 %.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from course_utils.course.env import MachineMemory
+from course_utils.ground.machine import MachineMemory
 from course_utils.models.model_specs import (
     MODEL_SPECS,
     ModelSize,
@@ -209,7 +209,7 @@ def breakdown(model: str | ModelSpec, method: str, *, context: int = 4096, batch
 
 def _memory_bytes(memory: int | float | MachineMemory | None) -> tuple[float, str]:
     if memory is None:
-        from course_utils.course.env import machine_memory
+        from course_utils.ground.machine import machine_memory
 
         memory = machine_memory()
     if isinstance(memory, MachineMemory):
@@ -510,7 +510,7 @@ def fit_explorer(model: str = "Llama-3-8B", *, context: int = 4096, batch: int =
     """
     memory_value = memory
     if memory_value is None:
-        from course_utils.course.env import machine_memory
+        from course_utils.ground.machine import machine_memory
 
         memory_value = machine_memory()
     static = _static_view(model, context, batch, lora_r, memory_value, headroom)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from course_utils.models.kv_cache import SameTokensComparison
+from course_utils.reporting import timing
 
 # transformers' assisted generation calls the draft's generate() with a generation config *and* token limits, then
 # warns about its own call ("Passing `generation_config` together with generation-related arguments is
@@ -86,7 +88,7 @@ class AssistedRun:
     new_tokens: int
     target_calls: int
     draft_calls: int
-    seconds: float  # best of the timed repeats
+    seconds: float  # one run, timed over the repeats
     sequences: torch.Tensor
 
     @property
@@ -112,49 +114,33 @@ class AssistedRun:
 @torch.no_grad()
 def timed_generation(target: Any, prompt_ids: torch.Tensor, new_tokens: int, *, draft: Any = None,
                      repeats: int = 3) -> AssistedRun:
-    """Greedy generation of ``new_tokens`` by ``target`` (with ``draft`` as its assistant when given), best of
-    ``repeats`` timed runs after one untimed warm-up; forward passes counted on the last run."""
+    """Greedy generation of ``new_tokens`` by ``target`` (with ``draft`` as its assistant when given), timed over
+    ``repeats`` runs after the timer's warm-ups; the forward passes counted on one more run."""
     if prompt_ids.shape[0] != 1:
         raise ValueError(f"Assisted generation takes one sequence at a time; got a batch of {prompt_ids.shape[0]}. "
                          "Pass prompt_ids[:1].")
-    device = prompt_ids.device
     kwargs = _greedy_kwargs(target, prompt_ids, new_tokens)
     if draft is not None:
         kwargs["assistant_model"] = draft
     counted = [target] if draft is None else [target, draft]
-    best, calls, sequences = math.inf, (0, 0), prompt_ids
     with _quiet_assisted_generation(), _without_sampling_defaults(target):
-        target.generate(**{**kwargs, "max_new_tokens": 2})
-        for _ in range(repeats):
-            with counting_forward_calls(*counted) as counts:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                started = time.perf_counter()
-                sequences = target.generate(**kwargs)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                best = min(best, time.perf_counter() - started)
-            calls = (counts[0], counts[1] if draft is not None else 0)
+        seconds = timing.seconds_per_call(lambda: target.generate(**kwargs), repeats)
+        with counting_forward_calls(*counted) as counts:
+            sequences = target.generate(**kwargs)
+        calls = (counts[0], counts[1] if draft is not None else 0)
     produced = sequences.shape[1] - prompt_ids.shape[1]
-    return AssistedRun(produced, calls[0], calls[1], best, sequences)
+    return AssistedRun(produced, calls[0], calls[1], seconds, sequences)
 
 
 @dataclass(frozen=True)
-class DraftComparison:
+class DraftComparison(SameTokensComparison):
     """The target generating alone and with a draft model, on the same prompt."""
 
     alone: AssistedRun
     assisted: AssistedRun
 
-    @property
-    def identical(self) -> bool:
-        """Both produced exactly the same tokens (greedy decoding guarantees it)."""
-        return bool(torch.equal(self.alone.sequences, self.assisted.sequences))
-
-    @property
-    def speedup(self) -> float:
-        """Tokens per second with the draft over tokens per second without."""
-        return self.assisted.tokens_per_s / self.alone.tokens_per_s
+    def plain_and_faster(self) -> tuple[AssistedRun, AssistedRun]:
+        return self.alone, self.assisted
 
     def expected_speedup(self, draft_cost: float) -> float:
         """The speed-up the counts predict if one target pass over a round's tokens cost as much as a pass over one

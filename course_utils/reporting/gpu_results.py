@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import paths
+from course_utils.ground import paths
 from course_utils.reporting.tables import markdown_table
 
 START = "<!-- gpu-results:start (rendered by scripts/gpu_check.py from build/gpu/results.json; do not edit) -->"

@@ -19,7 +19,7 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # An absolute path of the machine: a Unix home, temporary or mount folder, or a Windows drive.

@@ -1,1 +1,1 @@
-"""Storage and formats: how a model lies on disk and travels (safetensors, compression, sharing, GGUF, export, llama.cpp)."""
+"""Storage and formats: how a model lies on disk and travels (safetensors, compression, sharing, GGUF)."""

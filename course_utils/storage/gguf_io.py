@@ -14,7 +14,7 @@ What a converter such as llama.cpp's ``convert_hf_to_gguf.py`` does, in one file
   for a byte-level BPE tokenizer its vocabulary, merges, token types and special token ids, and the chat template.
 
 The ``gguf`` package (llama.cpp's own Python writer) lays out the bytes; every choice above is ours. K-quants
-(``q4_k_m`` and friends) need llama.cpp's ``llama-quantize``: see :mod:`course_utils.storage.export`.
+(``q4_k_m`` and friends) need llama.cpp's ``llama-quantize``: see :mod:`course_utils.serving.export`.
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def write_gguf(model: Any, tokenizer: Any, path: str | Path, file_type: str = "f
 
     if file_type not in FILE_TYPES:
         raise ValueError(f"file_type must be one of {FILE_TYPES}; k-quants such as q4_k_m need llama.cpp's "
-                         "llama-quantize (course_utils.storage.export.quantize_with_llama_cpp).")
+                         "llama-quantize (course_utils.serving.export.quantize_with_llama_cpp).")
     config = model.config
     if config.model_type != "llama":
         raise ValueError(f"This writer knows the Llama architecture; the model is {config.model_type!r}. Use "

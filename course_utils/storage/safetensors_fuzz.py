@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from course_utils.course import paths
+from course_utils.ground import paths
 from course_utils.storage.safetensors_io import (
     DTYPE_BITS,
     MAX_HEADER_BYTES,

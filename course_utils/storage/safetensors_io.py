@@ -672,12 +672,11 @@ def benchmark_reads(path: str | os.PathLike[str], repeats: int = 20, *, progress
     is not a full read; ``read_all`` reads every byte. With ``progress``, a bar counts the reads done (it is
     updated between the timed calls, never inside one).
     """
-    import statistics
-    import time
-
     from safetensors import safe_open
     from safetensors.torch import load_file
     from tqdm.auto import tqdm
+
+    from course_utils.reporting import timing
 
     header = read_header(path)
     largest = max(header, key=lambda t: t.nbytes).name
@@ -689,15 +688,8 @@ def benchmark_reads(path: str | os.PathLike[str], repeats: int = 20, *, progress
     runs = [lambda: read_header(path), library_header, lambda: read_tensor(path, largest, header),
             lambda: read_all(path), lambda: load_file(str(path))]
     rows = []
-    with tqdm(total=len(runs) * repeats, desc=f"timing reads of {Path(path).name}", unit="read",
-              disable=not progress) as bar:
-        for label, run in zip(BENCHMARK_READS, runs):
-            run()  # warm the page cache and the imports
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - start)
-                bar.update()
-            rows.append({"read": label, "median ms": round(1000 * statistics.median(times), 3)})
+    with tqdm(total=len(runs), desc=f"timing reads of {Path(path).name}", unit="read", disable=not progress) as bar:
+        for label, run in zip(BENCHMARK_READS, runs):  # the timer's warm-ups fill the page cache and the imports
+            rows.append({"read": label, "median ms": round(1000 * timing.median_seconds(run, repeats), 3)})
+            bar.update()
     return rows

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from course_utils.course import hub
+from course_utils.ground import hub
 from course_utils.reporting.course_documents import EXAM_NOTES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tokens", type=Path, help="a .pt file from --prepare-tokens (or save_token_file); default: tokenise --dataset")
     add("--prepare-tokens", type=Path, metavar="FILE",
         help="tokenise --dataset with --tokenizer into FILE and exit (do it once, e.g. on a login node)")
-    add("--dataset", default="tiny-stories", help="dataset name or hub id (course_utils.course.sources)")
+    add("--dataset", default="tiny-stories", help="dataset name or hub id (course_utils.ground.sources)")
     add("--tokenizer", default="tiny-gpt2", help="tokenizer name or hub id")
     add("--max-stories", type=int, default=2000, help="training documents to tokenise (validation: a tenth)")
     add("--n-embd", type=int, default=64)
@@ -207,7 +207,7 @@ def save_token_file(path: str | Path, train_ids, val_ids, vocab_size: int) -> Pa
 
 
 def _tokenise(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, int]:
-    from course_utils.course.sources import load_text_dataset, load_tokenizer
+    from course_utils.ground.sources import load_text_dataset, load_tokenizer
     from course_utils.training.text_data import encode_documents
 
     tokenizer = load_tokenizer(args.tokenizer)
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(result, indent=2))
             if args.save:
-                from course_utils.course.sources import load_tokenizer
+                from course_utils.ground.sources import load_tokenizer
                 from course_utils.models.gpt import save_hf
 
                 save_hf(model, args.save, load_tokenizer(args.tokenizer))

@@ -3,7 +3,7 @@
 Four ways of learning from a teacher, each a few lines here:
 
 * **response-based** (logit) distillation: :func:`distillation_loss`, and :func:`kd_loss_fn` to plug it into
-  ``course_utils.training.train.train(..., loss_fn=...)``;
+  ``course_utils.training.train.train(..., extras=TrainExtras(loss_fn=...))``;
 * **feature-based** distillation: a student-to-teacher layer map (:func:`teacher_layers_for_student`) and the
   hidden-state MSE of :class:`HiddenStateDistiller`, with a learned projection when the widths differ;
 * **initialisation** from the teacher's own weights (the DistilBERT trick): :func:`init_student_from_teacher`;
@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from course_utils.reporting import timing
 from course_utils.training.train import logits_of
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -411,9 +411,10 @@ def count_parameters(model: torch.nn.Module) -> int:
 @torch.no_grad()
 def generation_speed(model: torch.nn.Module, prompt_ids: torch.Tensor, new_tokens: int = 64,
                      repeats: int = 3) -> float:
-    """Tokens generated per second (greedy, KV cache, exactly ``new_tokens`` per sequence); the best of ``repeats``.
+    """Tokens generated per second (greedy, KV cache, exactly ``new_tokens`` per sequence), over ``repeats`` runs.
 
-    A warm-up call comes first, so one-off costs (memory allocation, kernel selection) are not counted.
+    :func:`course_utils.reporting.timing.seconds_per_call` warms up first, so one-off costs (memory allocation,
+    kernel selection) are not counted.
     """
     device = next(model.parameters()).device
     model.eval()
@@ -423,14 +424,5 @@ def generation_speed(model: torch.nn.Module, prompt_ids: torch.Tensor, new_token
     pad = getattr(model.generation_config, "pad_token_id", None)
     if pad is None:
         kwargs["pad_token_id"] = getattr(model.generation_config, "eos_token_id", 0)
-    model.generate(prompt_ids, **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})
-    best = math.inf
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        model.generate(prompt_ids, **kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - started)
-    return prompt_ids.shape[0] * new_tokens / best
+    seconds = timing.seconds_per_call(lambda: model.generate(prompt_ids, **kwargs), repeats)
+    return prompt_ids.shape[0] * new_tokens / seconds

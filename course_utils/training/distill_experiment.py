@@ -18,14 +18,14 @@ from typing import Any, Literal
 import torch
 from transformers import set_seed
 
-from course_utils.course import env
-from course_utils.course.sources import load_text_dataset, resolve_model
+from course_utils.ground import machine
+from course_utils.ground.sources import load_text_dataset, resolve_model
 from course_utils.reporting import repeats
 from course_utils.reporting.plots import new_figure
 from course_utils.reporting.tables import Table, markdown_table
 from course_utils.training import distill
 from course_utils.training.text_data import SlidingWindowDataset, encode_documents, make_loader
-from course_utils.training.train import History, TrainConfig, logits_of, make_train_loader, train
+from course_utils.training.train import History, TrainConfig, TrainExtras, logits_of, make_train_loader, train
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -215,17 +215,17 @@ def layer_choice_figures(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def run_arm(arm: Arm, teacher: torch.nn.Module, student_config: Any, train_loader, val_loader, cfg: TrainConfig, *,
-            seed: int = 0, device: torch.device | str = "cpu", precision: env.Precision | None = None,
+            seed: int = 0, device: torch.device | str = "cpu", precision: machine.Precision | None = None,
             teacher_tokens: Sequence[torch.Tensor] | None = None, progress: bool = True) -> ArmResult:
     """Build the arm's student, train it for ``cfg.max_steps`` steps and score it on ``val_loader``."""
     device = torch.device(device)
     student = make_student(arm, teacher, student_config, seed).to(device)
-    loss_fn = {} if arm.alpha == 0 else {
-        "loss_fn": distill.kd_loss_fn(teacher, alpha=arm.alpha, temperature=arm.temperature)}
+    extras = TrainExtras() if arm.alpha == 0 else TrainExtras(
+        loss_fn=distill.kd_loss_fn(teacher, alpha=arm.alpha, temperature=arm.temperature))
     set_seed(seed)
     wall, cpu = time.perf_counter(), time.process_time()
-    state, _ = train(student, train_loader, val_loader, cfg, device=device, progress=progress,
-                     **_mixed_precision(precision), **loss_fn)
+    state, _ = train(student, train_loader, val_loader, cfg, device=device, precision=precision, progress=progress,
+                     extras=extras)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = distill.heldout_metrics(student, val_loader, device, teacher_tokens=teacher_tokens)
     return ArmResult(arm, distill.count_parameters(student), state.step, metrics, state.history, wall, cpu,
@@ -366,23 +366,15 @@ def speed_table(models: dict[str, torch.nn.Module], prompt_ids: torch.Tensor, ne
 # ------------------------------------------------------------------------------------------- section helpers
 def fine_tune_on_pairs(student_config: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
                        cfg: TrainConfig, *, batch_size: int, max_length: int, seed: int = 0,
-                       device: torch.device | str = "cpu", precision: env.Precision | None = None,
+                       device: torch.device | str = "cpu", precision: machine.Precision | None = None,
                        progress: bool = True) -> torch.nn.Module:
     """A fresh student (from ``seed``) fine-tuned on (prompt, response) pairs, the loss on the responses only."""
     data = distill.prompt_response_dataset(tokenizer, prompts, responses, max_length)
     student = fresh_student(student_config, seed).to(device)
     set_seed(seed)
-    train(student, make_train_loader(data, batch_size, seed=seed), None, cfg, device=device, progress=progress,
-          **_mixed_precision(precision))
+    train(student, make_train_loader(data, batch_size, seed=seed), None, cfg, device=device, precision=precision,
+          progress=progress)
     return student.eval()
-
-
-def _mixed_precision(precision: env.Precision | None) -> dict[str, Any]:
-    """``train()``'s autocast and gradient-scaler arguments for a precision recipe (none on the CPU)."""
-    if precision is None:
-        return {}
-    return {"autocast_dtype": precision.autocast_dtype,
-            "grad_scaler": env.grad_scaler(precision) if precision.use_grad_scaler else None}
 
 
 @torch.no_grad()

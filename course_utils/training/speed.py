@@ -96,7 +96,7 @@ def autocast_dtype_for(device: torch.device) -> tuple[torch.dtype, bool]:
     elsewhere the ladder tries bf16, which CPU autocast supports (fast only with bf16 instructions).
     """
     if device.type == "cuda":
-        from course_utils.course.env import pick_precision
+        from course_utils.ground.machine import pick_precision
 
         precision = pick_precision(device)
         return precision.autocast_dtype or torch.float16, precision.use_grad_scaler

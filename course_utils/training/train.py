@@ -1,9 +1,10 @@
-"""The workbook's training loop for causal language models: one readable loop for every notebook.
+"""The workbook's training loop for causal language models: one loop, :func:`train`, read in one screen.
 
 It works for the from-scratch GPT (which returns logits) and for any transformers ``*ForCausalLM`` (which returns
 an object with ``.logits``). Features, each a few lines: AdamW with decoupled weight decay on matrices only,
-linear warm-up then cosine decay, gradient clipping, gradient accumulation, optional autocast and a gradient
-scaler, periodic evaluation on a held-out split, a progress bar, and checkpoints that resume exactly.
+linear warm-up then cosine decay, gradient clipping, gradient accumulation, autocast and a gradient scaler from
+the precision recipe, periodic evaluation on a held-out split, a progress bar, and checkpoints that resume exactly.
+Notebooks 03 and 04 and DDP share it; what only distillation or a cut run needs waits in :class:`TrainExtras`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from course_utils.ground import machine
+from course_utils.ground.machine import Precision
 
 
 @dataclass
@@ -49,6 +53,14 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: float = 0.0
+
+    def record(self, state: TrainState, lr: float, train_loss: float, val_loss: float) -> None:
+        """One evaluation's entry."""
+        self.step.append(state.step)
+        self.tokens_seen.append(state.tokens_seen)
+        self.lr.append(lr)
+        self.train_loss.append(train_loss)
+        self.val_loss.append(val_loss)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,79 +201,80 @@ def _batches_from(loader: DataLoader, start_batch: int):
         epoch, skip = epoch + 1, 0
 
 
-def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, cfg: TrainConfig, *,
-          device: torch.device | str = "cpu", optimizer: torch.optim.Optimizer | None = None,
-          state: TrainState | None = None, autocast_dtype: torch.dtype | None = None,
-          grad_scaler: Any = None, on_eval: Callable[[TrainState], None] | None = None,
-          progress: bool = True, stop_at: int | None = None, all_reduce: Callable[[], None] | None = None,
-          loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = lm_loss,
-          ) -> tuple[TrainState, torch.optim.Optimizer]:
-    """Train until ``cfg.max_steps`` (or ``stop_at``) optimizer steps; returns ``(state, optimizer)``.
+@dataclass
+class TrainExtras:
+    """What only some runs of :func:`train` need, kept out of the loop a lesson reads.
 
-    Pass the ``state`` and ``optimizer`` of a checkpoint to resume; the data order and learning rate pick up
-    exactly where they left off. ``on_eval`` is called after each evaluation (e.g. to print a sample).
-    ``all_reduce`` averages gradients across processes before each step (DDP done by hand). ``loss_fn`` replaces
-    the training loss (distillation passes its own); evaluation always reports plain next-token cross-entropy.
+    ``loss_fn`` replaces the training loss (distillation passes the student's loss against its teacher); evaluation
+    always reports plain next-token cross-entropy. ``stop_at`` ends the run before ``cfg.max_steps`` (a run cut
+    short, to resume later) while the learning rate still follows the whole schedule.
     """
+
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = lm_loss
+    stop_at: int | None = None
+
+
+def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, cfg: TrainConfig, *,
+          device: torch.device | str = "cpu", precision: Precision | None = None,
+          optimizer: torch.optim.Optimizer | None = None, state: TrainState | None = None,
+          on_eval: Callable[[TrainState], None] | None = None, progress: bool = True,
+          extras: TrainExtras | None = None) -> tuple[TrainState, torch.optim.Optimizer]:
+    """Train until ``cfg.max_steps`` optimizer steps; returns ``(state, optimizer)``.
+
+    ``precision`` (:func:`course_utils.ground.machine.pick_precision`) sets autocast and the gradient scaler (fp32
+    when None). Pass the ``state`` and ``optimizer`` of a checkpoint to resume: the data order and learning rate
+    pick up exactly where they left off. ``on_eval`` is called after each evaluation (to print a sample, save a
+    checkpoint, or, under DDP, average the recorded loss over the processes).
+    """
+    extras = extras or TrainExtras()
     device = torch.device(device)
     model.to(device).train()
     optimizer = optimizer or make_optimizer(model, cfg)
     state = state or TrainState()
-    end = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
-
-    def autocast_ctx():
-        if autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=autocast_dtype)
-
+    end = cfg.max_steps if extras.stop_at is None else min(cfg.max_steps, extras.stop_at)
+    autocast, scaler = _mixed_precision(precision, device)  # no-ops in fp32
     batches = _batches_from(train_loader, state.step * cfg.grad_accum_steps)
-    bar = _progress(range(state.step, end), enabled=progress, initial=state.step, total=end)
     started = time.perf_counter()
-    for step in bar:
+    for step in (bar := _progress(range(state.step, end), enabled=progress, initial=state.step, total=end)):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss_sum = 0.0
-        for micro in range(cfg.grad_accum_steps):
-            inputs, targets = next(batches)
-            inputs, targets = inputs.to(device), targets.to(device)
-            # Under DDP, all-reduce the gradients once per optimizer step, not after every micro-batch.
-            last_micro = micro == cfg.grad_accum_steps - 1
-            sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
-            with sync:
-                with autocast_ctx():
-                    loss = loss_fn(model, inputs, targets) / cfg.grad_accum_steps
-                (grad_scaler.scale(loss) if grad_scaler else loss).backward()
+        for micro in range(cfg.grad_accum_steps):  # gradients add up over the micro-batches of one step
+            inputs, targets = (tensor.to(device) for tensor in next(batches))
+            with _sync_gradients_if(micro == cfg.grad_accum_steps - 1, model):
+                with autocast():
+                    loss = extras.loss_fn(model, inputs, targets) / cfg.grad_accum_steps
+                scaler.scale(loss).backward()
             loss_sum += loss.item()
             state.tokens_seen += inputs.numel()
-        if all_reduce is not None:
-            all_reduce()
-        if grad_scaler:
-            grad_scaler.unscale_(optimizer)
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if grad_scaler:
-            grad_scaler.step(optimizer)
-            grad_scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         state.step = step + 1
-        if hasattr(bar, "set_postfix"):
+        if progress:
             bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr_at(step, cfg):.2e}")
-        last = state.step == end
-        if state.step % cfg.eval_every == 0 or last:
-            history = state.history
-            history.step.append(state.step)
-            history.tokens_seen.append(state.tokens_seen)
-            history.lr.append(lr_at(step, cfg))
-            history.train_loss.append(loss_sum)
-            history.val_loss.append(
-                evaluate(model, val_loader, device, cfg.eval_batches, autocast_ctx) if val_loader else float("nan")
-            )
+        if state.step % cfg.eval_every == 0 or state.step == end:
+            val_loss = evaluate(model, val_loader, device, cfg.eval_batches, autocast) if val_loader else math.nan
+            state.history.record(state, lr_at(step, cfg), loss_sum, val_loss)
             if on_eval is not None:
                 on_eval(state)
     state.history.seconds += time.perf_counter() - started
     return state, optimizer
+
+
+def _mixed_precision(precision: Precision | None, device: torch.device) -> tuple[Callable[[], Any], Any]:
+    """The autocast context (a factory) and the gradient scaler of ``precision``; both pass through in fp32."""
+    if precision is None:
+        return nullcontext, machine.grad_scaler(machine.precision_for("cpu"))
+    return (lambda: machine.autocast(precision, device)), machine.grad_scaler(precision)
+
+
+def _sync_gradients_if(last_micro_batch: bool, model: torch.nn.Module) -> Any:
+    """Under DDP, all-reduce the gradients once per optimizer step (the last micro-batch), not after each one."""
+    return nullcontext() if last_micro_batch or not hasattr(model, "no_sync") else model.no_sync()
 
 
 def _progress(iterable, *, enabled: bool, **kwargs):

@@ -11,7 +11,7 @@ import torch
 from reference_copies import references
 
 from course_utils.checks import CheckFailed, nb06
-from course_utils.storage import export as export_module
+from course_utils.serving import export as export_module
 from course_utils.storage import gguf_io as gguf_io_module
 
 # The traps would refuse answers built on the modules themselves.

@@ -12,7 +12,7 @@ import pytest
 from nb_builders import EXAMPLE_SOLUTION
 
 from course_utils.__main__ import main
-from course_utils.course import paths
+from course_utils.ground import paths
 
 
 def _python(*args: str) -> subprocess.CompletedProcess:

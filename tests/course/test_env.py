@@ -1,8 +1,7 @@
-"""course_utils.course.env: device and precision choice, seeding, memory, and a report that never crashes."""
+"""course_utils.course.env: the environment report, which never crashes and gives every FAIL its fix."""
 
 from __future__ import annotations
 
-import random
 import sys
 
 import numpy as np
@@ -11,7 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from course_utils.course import env, profiles
+from course_utils.course import env
+from course_utils.ground import profiles
 
 
 @pytest.fixture(autouse=True)
@@ -25,169 +25,6 @@ def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_built", lambda: False)
-
-
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """Pretend there is one CUDA GPU; the test sets its compute capability."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Fake GPU")
-
-    def capability(major: int, minor: int) -> None:
-        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (major, minor))
-
-    return capability
-
-
-# --- pick_device -------------------------------------------------------------------------------------------------
-
-
-def test_cpu_when_nothing_else(no_gpu):
-    assert env.pick_device() == torch.device("cpu")
-    assert env.pick_device("auto") == torch.device("cpu")
-
-
-def test_cuda_first(no_gpu, fake_cuda, monkeypatch):
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: True)
-    assert env.pick_device().type == "cuda"
-
-
-def test_mps_needs_available_and_built(no_gpu, monkeypatch):
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert env.pick_device().type == "cpu", "is_available without is_built must not pick MPS"
-    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: True)
-    assert env.pick_device().type == "mps"
-
-
-def test_prefer_forces_and_explains(no_gpu):
-    assert env.pick_device("cpu") == torch.device("cpu")
-    with pytest.raises(RuntimeError, match="Colab"):
-        env.pick_device("cuda")
-    with pytest.raises(RuntimeError, match="MPS is not usable"):
-        env.pick_device("mps")
-    with pytest.raises(ValueError, match="cuda"):
-        env.pick_device("tpu")
-
-
-def test_prefer_missing_gpu_index(fake_cuda):
-    fake_cuda(8, 0)
-    assert env.pick_device("cuda:0") == torch.device("cuda:0")
-    with pytest.raises(RuntimeError, match="1 CUDA GPU"):
-        env.pick_device("cuda:3")
-
-
-# --- pick_precision ----------------------------------------------------------------------------------------------
-
-
-def test_precision_ampere_is_bf16_without_scaler(fake_cuda):
-    fake_cuda(8, 0)
-    precision = env.pick_precision("cuda")
-    assert precision.autocast_dtype == torch.bfloat16 and not precision.use_grad_scaler
-    assert precision.dtype == torch.float32 and precision.inference_dtype == torch.bfloat16
-    assert "bf16" in precision.name and "8.0" in precision.reason
-
-
-def test_precision_t4_is_fp16_with_scaler(fake_cuda, monkeypatch):
-    fake_cuda(7, 5)
-    # torch counts emulated bf16 as supported on a T4; the choice must not rely on that.
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    precision = env.pick_precision("cuda")
-    assert precision.autocast_dtype == torch.float16 and precision.use_grad_scaler
-    assert "GradScaler" in precision.name and "7.5" in precision.reason
-
-
-def test_precision_mps_and_cpu():
-    mps = env.pick_precision("mps")
-    assert mps.autocast_dtype is None and not mps.use_grad_scaler and mps.dtype == torch.float32
-    assert mps.inference_dtype == torch.float16 and "MPS" in mps.reason
-    cpu = env.pick_precision("cpu")
-    assert (cpu.dtype, cpu.inference_dtype, cpu.autocast_dtype, cpu.use_grad_scaler) == (
-        torch.float32, torch.float32, None, False)
-    assert "bf16" in cpu.reason and cpu.name == "fp32"
-
-
-def test_precision_rules_cover_every_device_kind():
-    rows = env.precision_rules()
-    assert [(r["autocast"], r["GradScaler"]) for r in rows] == [
-        ("bf16", "no"), ("fp16", "yes"), ("none", "no"), ("none", "no")]
-    assert {r["trained weights"] for r in rows} == {"fp32"}
-    with pytest.raises(ValueError, match="compute capability"):
-        env.precision_for("cuda")
-    with pytest.raises(ValueError, match="Unknown device type"):
-        env.precision_for("xla")
-
-
-def test_autocast_and_scaler_are_noops_on_cpu():
-    precision = env.pick_precision("cpu")
-    with env.autocast(precision):
-        out = torch.ones(2, 2) @ torch.ones(2, 2)
-    assert out.dtype == torch.float32
-    model = torch.nn.Linear(2, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = env.grad_scaler(precision)
-    assert not scaler.is_enabled()
-    before = model.weight.detach().clone()
-    loss = model(torch.ones(1, 2)).sum()
-    scaled = scaler.scale(loss)
-    assert scaled is loss
-    scaled.backward()
-    scaler.step(optimizer)
-    scaler.update()
-    assert not torch.equal(before, model.weight.detach()), "the disabled scaler must still step the optimizer"
-
-
-def test_autocast_uses_the_autocast_dtype():
-    precision = env.Precision("cpu", torch.float32, torch.bfloat16, torch.bfloat16, False, "test")
-    with env.autocast(precision):
-        out = torch.ones(2, 2) @ torch.ones(2, 2)
-    assert out.dtype == torch.bfloat16
-
-
-def test_fp16_scaler_without_cuda_is_disabled_quietly(no_gpu, recwarn):
-    precision = env.Precision("cuda", torch.float32, torch.float16, torch.float16, True, "test")
-    assert not env.grad_scaler(precision).is_enabled()
-    assert not [w for w in recwarn if "GradScaler" in str(w.message)]
-
-
-# --- seeding, Colab ----------------------------------------------------------------------------------------------
-
-
-def _draws() -> tuple:
-    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
-
-
-def test_in_colab(monkeypatch):
-    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    assert not env.in_colab()
-    monkeypatch.setitem(sys.modules, "google.colab", object())
-    assert env.in_colab()
-
-
-# --- memory ------------------------------------------------------------------------------------------------------
-
-
-def test_machine_memory_cpu(no_gpu):
-    memory = env.machine_memory()
-    assert memory.device_type == "cpu"
-    assert 0 < memory.available_bytes <= memory.total_bytes
-    assert memory.usable_bytes == memory.available_bytes
-    assert "GiB" in str(memory)
-
-
-def test_system_memory_without_psutil(monkeypatch):
-    monkeypatch.setitem(sys.modules, "psutil", None)
-    total, available = env.system_memory()
-    assert total > 0 and 0 <= available <= total
-
-
-def test_machine_memory_mps_uses_unified_memory(monkeypatch):
-    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: 12 * env.GIB, raising=False)
-    memory = env.machine_memory("mps")
-    assert memory.usable_bytes == 12 * env.GIB and "unified" in memory.name
 
 
 # --- versions ----------------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from nb_builders import EXAMPLE_SOLUTION, WORD_COUNT_SOLUTION
 
-from course_utils.course import paths
 from course_utils.course.exercises import evaluate, grade, load_exercises, parse_exercises, student_answers
 from course_utils.course.release import make_student_notebook, read_notebook, solution_notebooks
+from course_utils.ground import paths
 
 
 def _all_exercises():

@@ -23,7 +23,6 @@ from nb_builders import (
 )
 
 from course_utils.__main__ import main
-from course_utils.course import paths
 from course_utils.course.exercises import Exercise, Result, evaluate, parse_exercises
 from course_utils.course.grading import (
     CRASHED,
@@ -41,6 +40,7 @@ from course_utils.course.grading import (
     WRONG,
     ExerciseGrade,
     GradingError,
+    GradingOptions,
     NotebookRun,
     StudentGrade,
     analyse_run,
@@ -61,6 +61,7 @@ from course_utils.course.grading import (
     write_results,
 )
 from course_utils.course.release import make_student_notebook, read_notebook, write_notebook
+from course_utils.ground import paths
 
 IDS = list(GRADING_SOLUTIONS)  # nb02-word-count (2 points), nb02-squares (1), nb02-initials (1)
 ANSWERS = {  # the solutions as a student would type them (no markers)
@@ -73,7 +74,7 @@ INITIALS_WRONG = "def initials(name):\n    return name[:2]"
 
 VANDAL = """\
 import os, pathlib
-from course_utils.course import paths
+from course_utils.ground import paths
 targets = [pathlib.Path("vandal.txt"), pathlib.Path("../vandal.txt"), pathlib.Path(os.environ["TMPDIR"], "vandal.txt"),
            paths.work_dir("nb02") / "vandal.txt"]
 seen = [str(target) for target in targets if target.exists()]
@@ -643,10 +644,12 @@ def test_grade_exercises_matches_cells_by_grade_id_then_by_cell_id(tmp_path):
     for cell in student.cells:  # an editor that drops cell metadata
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "nb02-word-count":
             del cell.metadata["nbgrader"]
-    without = grade_exercises(reference, copy.deepcopy(student), workdir=tmp_path / "a", timeout=30)
+    without = grade_exercises(reference, copy.deepcopy(student), workdir=tmp_path / "a",
+                              options=GradingOptions(check_timeout=30))
     assert [grade.reason for grade in without] == [DELETED, HIDDEN, PASSED]
     grades = grade_exercises(
-        reference, student, workdir=tmp_path / "b", timeout=30, solution=solution, reveal_hidden=False
+        reference, student, workdir=tmp_path / "b", solution=solution,
+        options=GradingOptions(check_timeout=30, reveal_hidden=False),
     )
     assert [grade.points for grade in grades] == [2, 0, 1]
     assert grades[1].message.startswith("one of the instructor's hidden tests failed")
@@ -660,7 +663,7 @@ def test_grade_exercises_ignores_the_students_own_checks(tmp_path):
     for cell in student.cells:  # a student who "fixed" the check cells
         if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata["nbgrader"].get("solution"):
             cell.source = "pass"
-    grades = grade_exercises(reference, student, workdir=tmp_path, timeout=30)
+    grades = grade_exercises(reference, student, workdir=tmp_path, options=GradingOptions(check_timeout=30))
     assert [grade.reason for grade in grades] == [PASSED, PASSED, HIDDEN]
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.course import hub_standins, paths, profiles
+from course_utils.course import hub_standins
+from course_utils.ground import paths, profiles
 from course_utils.models import model_specs
 
 
@@ -104,7 +105,7 @@ def test_from_pretrained_and_load_dataset_work_unchanged_offline(tmp_path):
         import json, torch
         from datasets import load_dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from course_utils.course import sources
+        from course_utils.ground import sources
         model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M")
         tokenizer = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")
         stories = load_dataset("roneneldan/TinyStories")

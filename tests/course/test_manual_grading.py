@@ -22,7 +22,6 @@ from nb_builders import (
 from test_grading import ANSWERS
 
 from course_utils.__main__ import main
-from course_utils.course import paths
 from course_utils.course.grading import exercise_titles, grade_submissions, manual_answers
 from course_utils.course.manual_grading import (
     FEEDBACK_HEADING,
@@ -40,6 +39,7 @@ from course_utils.course.release import (
     validate_solution_notebook,
     write_notebook,
 )
+from course_utils.ground import paths
 
 PATH = Path("01_example.ipynb")
 ANSWER_TEXT = "Words are the unit readers count, so word counts compare texts fairly."

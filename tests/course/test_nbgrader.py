@@ -17,7 +17,6 @@ import pytest
 from nb_builders import EXAMPLE_SOLUTION, GRADING_NAME, grading_solution
 from test_grading import ANSWERS, INITIALS_WRONG, SQUARES_NOT_EMPTY, _student, _write
 
-from course_utils.course import paths
 from course_utils.course.grading import grade_submissions
 from course_utils.course.release import (
     make_student_notebook,
@@ -25,6 +24,7 @@ from course_utils.course.release import (
     solution_notebooks,
     without_nbval_markers,
 )
+from course_utils.ground import paths
 
 nbgrader = pytest.importorskip("nbgrader", reason="nbgrader is not installed (pip install nbgrader)")
 

@@ -13,8 +13,8 @@ import pytest
 from nb_builders import code, markdown, notebook
 from nbformat.v4 import new_output
 
-from course_utils.course import paths
 from course_utils.course.release import read_notebook, solution_notebooks, write_notebook
+from course_utils.ground import paths
 
 SANITIZE = paths.REPO_ROOT / "tests" / "nbval_sanitize.cfg"
 CHECK = "# NBVAL_CHECK_OUTPUT"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from course_utils.__main__ import main
-from course_utils.course import env, paths, project
+from course_utils.course import env, project
+from course_utils.ground import paths
 
 
 def test_minimum_versions_come_from_pyproject():

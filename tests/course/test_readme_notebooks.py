@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from course_utils.course import paths, readme_notebooks
+from course_utils.course import readme_notebooks
 from course_utils.course.release import solution_notebooks
+from course_utils.ground import paths
 
 NOTEBOOKS = solution_notebooks()
 SUMMARY = {"machine": {"cpus": 2, "python": "3.11.7", "torch": "2.13.0+cpu", "platform": "Linux"},

@@ -23,7 +23,6 @@ from nb_builders import (
     solution_meta,
 )
 
-from course_utils.course import paths
 from course_utils.course.release import (
     MarkerError,
     ReleaseError,
@@ -40,6 +39,7 @@ from course_utils.course.release import (
     without_nbval_markers,
     write_notebook,
 )
+from course_utils.ground import paths
 
 REAL_SOLUTIONS = solution_notebooks(paths.solutions_dir())
 NO_REAL_NOTEBOOKS = "solutions/ has no NN_*.ipynb notebooks yet"
@@ -532,7 +532,7 @@ def test_a_notebook_without_exercises_is_valid():
 
 @pytest.mark.parametrize("folder", ["solutions", "notebooks"])
 def test_every_notebook_opens_on_a_colab_gpu_and_keeps_colabs_torch(folder, monkeypatch):
-    from course_utils.course import paths
+    from course_utils.ground import paths
 
     names = [p.name for p in solution_notebooks()]
     for name in names:
@@ -606,3 +606,20 @@ def test_the_real_notebooks_link_each_to_the_next_and_to_those_they_mention():
     problems = [problem for path in REAL_SOLUTIONS for problem in validate_solution_notebook(read_notebook(path), path)
                 if "link" in problem or "Builds on" in problem]
     assert problems == []
+
+
+def test_nbgraders_validator_judges_the_metadata_schema():
+    """The release asks nbgrader's MetadataValidator, not a copy of its rules: an old schema and a missing key fail."""
+    from course_utils.course.release import read_notebook, solution_notebooks, validate_solution_notebook
+
+    path = solution_notebooks()[1]
+    nb = read_notebook(path)
+    graded = [i for i, cell in enumerate(nb.cells) if cell.metadata.get("nbgrader", {}).get("grade")]
+    assert graded and not validate_solution_notebook(nb, path)
+    old, missing = copy.deepcopy(nb), copy.deepcopy(nb)
+    old.cells[graded[0]].metadata["nbgrader"]["schema_version"] = 2
+    del missing.cells[graded[0]].metadata["nbgrader"]["locked"]
+    assert any(f"cell {graded[0]}: nbgrader's metadata validator: Outdated schema" in p
+               for p in validate_solution_notebook(old, path))
+    assert any(f"cell {graded[0]}: nbgrader's metadata validator:" in p and "locked" in p
+               for p in validate_solution_notebook(missing, path))

@@ -21,7 +21,7 @@ import pytest
 from nb_builders import GRADING_NAME, GRADING_SOLUTIONS, code, grading_solution
 
 from course_utils.__main__ import main
-from course_utils.course import exercises, grading, paths, sandbox
+from course_utils.course import exercises, grading, sandbox
 from course_utils.course.exercises import evaluate
 from course_utils.course.grading import (
     CRASHED,
@@ -35,6 +35,7 @@ from course_utils.course.grading import (
 )
 from course_utils.course.release import make_student_notebook, read_notebook, write_notebook
 from course_utils.course.sandbox import Limits, Sandbox
+from course_utils.ground import paths
 
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="the sandbox is bubblewrap, which runs on Linux only")
@@ -179,7 +180,7 @@ def test_a_box_limits_file_size_memory_and_processes(box, tmp_path):
 def test_a_check_may_write_anywhere_in_its_submission_folder(box, tmp_path):
     """Checks save files under paths.work_dir(), the submission's build folder, as notebook 01's hidden tests do."""
     env = grading.grading_environment(tmp_path)
-    answer = "from course_utils.course import paths\n(paths.work_dir('nb01') / 'saved.bin').write_bytes(b'x')"
+    answer = "from course_utils.ground import paths\n(paths.work_dir('nb01') / 'saved.bin').write_bytes(b'x')"
     result = evaluate("", answer, "", timeout=60, workdir=tmp_path / "checks" / "a", env=env, sandbox=box.within(tmp_path))
     assert result.passed, result.message
     assert (tmp_path / "build" / "work" / "nb01" / "saved.bin").read_bytes() == b"x"

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from course_utils.course import paths
 from course_utils.data_build import stories, zorbish
 from course_utils.data_build.build import MANIFEST, build_all, compare_manifests, sha256
+from course_utils.ground import paths
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_zorbish_splits_are_disjoint_and_complete():
 
 
 def test_code_words_are_single_tokens():
-    from course_utils.course.sources import load_tokenizer
+    from course_utils.ground.sources import load_tokenizer
 
     tokenizer = load_tokenizer("tiny-llama")
     assert all(len(tokenizer.tokenize(" " + w)) == 1 for w in zorbish.CODE_WORDS)
@@ -76,8 +76,8 @@ def test_compare_manifests_notices_what_matters(manifest):
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-llama-student"])
 def test_embedded_models_load_and_write_stories(name, manifest):
-    from course_utils.course.sources import load_causal_lm
     from course_utils.data_build.tiny_models import sample_text
+    from course_utils.ground.sources import load_causal_lm
 
     model, tokenizer = load_causal_lm(name, verbose=False)
     assert model.config.architectures == [manifest["models"][name]["architecture"]]
@@ -107,8 +107,8 @@ def test_every_weight_dimension_is_a_multiple_of_64(name):
     # (bitsandbytes' packed 4-bit CPU kernel asserts that every output dimension divides by 32).
     from transformers.pytorch_utils import Conv1D
 
-    from course_utils.course.sources import load_causal_lm
     from course_utils.data_build.tiny_models import MULTIPLE_OF
+    from course_utils.ground.sources import load_causal_lm
 
     model, _ = load_causal_lm(name, verbose=False)
     layers = {n: m.weight.shape for n, m in model.named_modules() if isinstance(m, torch.nn.Linear | Conv1D)}

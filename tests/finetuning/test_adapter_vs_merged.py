@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils.course import paths, sources
 from course_utils.finetuning import adapter_vs_merged, sft_eval
-from course_utils.storage import export
+from course_utils.ground import paths, sources
+from course_utils.serving import export
 
 PROMPTS = ["Translate to Zorbish: a big dog jumps.\nZorbish:", "Translate to Zorbish: the red cat sleeps.\nZorbish:"]
 

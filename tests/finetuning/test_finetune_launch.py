@@ -114,7 +114,7 @@ def test_one_process_script_run(tmp_path):
 
 def _gated_hub(monkeypatch):
     """The Hub as a machine without access to the cluster profile's Llama sees it (no network: faked)."""
-    from course_utils.course import hub, sources
+    from course_utils.ground import hub, sources
 
     monkeypatch.setattr(sources.hub, "hub_reachable", lambda timeout=2.0: True)
     asked = []

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.course import sources
 from course_utils.finetuning import lora
+from course_utils.ground import sources
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils.course import sources
 from course_utils.finetuning import metrics
+from course_utils.ground import sources
 
 
 def test_exact_match_normalizes_whitespace_only():

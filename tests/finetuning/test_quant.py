@@ -92,7 +92,7 @@ def test_training_after_an_eval_forward_reaches_every_adapter(bnb_cpu_kernel):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    from course_utils.course import sources
+    from course_utils.ground import sources
 
     def adapter_grads(restore):
         model = AutoModelForCausalLM.from_pretrained(sources.resolve_model("tiny-llama").location,

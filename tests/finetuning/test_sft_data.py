@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils.course import sources
 from course_utils.finetuning import sft_data
+from course_utils.ground import sources
 
 PROMPT = "Translate to Zorbish: a big dog jumps.\nZorbish:"
 COMPLETION = " bell pond shell cold zo"

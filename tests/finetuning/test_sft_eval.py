@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils.course import sources
 from course_utils.finetuning import sft_data, sft_eval
+from course_utils.ground import sources
 
 
 @pytest.fixture(scope="module")

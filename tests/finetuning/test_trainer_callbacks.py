@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from course_utils.course import sources
 from course_utils.finetuning import sft_data, trainer_callbacks
+from course_utils.ground import sources
 
 TARGETS = ["q_proj", "v_proj"]
 
@@ -54,7 +54,11 @@ def test_the_meter_times_every_step_and_measures_the_peak(tokenizer, train_rows,
     assert "4 steps" in meter.summary()
     losses = trainer_callbacks.losses(trainer.state.log_history)
     assert list(losses) == [1, 2, 3, 4] and all(math.isfinite(v) for v in losses.values())
-    assert trainer_callbacks.plot_runs({"LoRA": trainer.state.log_history}) is not None
+    figure = trainer_callbacks.plot_runs({"LoRA": trainer.state.log_history})
+    (ax,) = figure.axes
+    (line,) = ax.get_lines()  # one training curve, one point per logged step, the losses logged
+    assert list(line.get_xdata()) == list(losses) and list(line.get_ydata()) == list(losses.values())
+    assert ax.get_yscale() == "log" and "LoRA: training loss" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert meter.tokens_per_second is None and meter.step_tokens == [0] * 4  # the Trainer counted no tokens
 
 

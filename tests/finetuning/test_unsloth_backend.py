@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_utils.course import paths, release, sources
+from course_utils.course import release
 from course_utils.finetuning import unsloth_backend
+from course_utils.ground import paths, sources
 
 
 def test_importing_the_module_imports_neither_unsloth_nor_transformers():

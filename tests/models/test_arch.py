@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama import modeling_llama as hf
 
-from course_utils.course import paths
+from course_utils.ground import paths
 from course_utils.models import arch
 
 TOL = arch.TOLERANCE

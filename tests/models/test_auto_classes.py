@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from course_utils.course import paths, sources
+from course_utils.ground import paths, sources
 from course_utils.models import arch, auto_classes
 
 TINY_LLAMA = paths.data_dir() / "models" / "tiny-llama"

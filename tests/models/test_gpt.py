@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from course_utils.course import paths
+from course_utils.ground import paths
 from course_utils.models.gpt import (
     GPT,
     GPTConfig,
@@ -90,7 +90,7 @@ def test_export_loads_with_auto_classes_and_gives_the_same_logits(tmp_path, tied
 
 
 def test_loads_the_embedded_tiny_gpt2():
-    from course_utils.course.sources import load_causal_lm
+    from course_utils.ground.sources import load_causal_lm
 
     hf, _ = load_causal_lm("tiny-gpt2", verbose=False)
     ours = from_hf_gpt2(hf)
@@ -116,7 +116,7 @@ def test_benchmark_script_compares_the_same_function(tmp_path):
     import json
     import runpy
 
-    from course_utils.course import paths
+    from course_utils.ground import paths
 
     bench = runpy.run_path(str(paths.REPO_ROOT / "scripts" / "bench_gpt_vs_hf.py"), run_name="bench")
     out = tmp_path / "bench.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils.course import sources
+from course_utils.ground import sources
 from course_utils.models import arch, kv_cache, memory
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_utils.course.env import MachineMemory
+from course_utils.ground.machine import MachineMemory
 from course_utils.models import memory, model_specs
 from course_utils.models.model_specs import ModelSpec
 from course_utils.reporting import tables

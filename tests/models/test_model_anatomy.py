@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM
 
-from course_utils.course import paths
+from course_utils.ground import paths
 from course_utils.models import auto_classes, model_anatomy, model_specs
 
 

@@ -14,8 +14,8 @@ PROMPTS = ["Once upon a time, there was", "Translate to Zorbish: the red cat sle
 
 
 def main() -> None:
-    from course_utils.course import sources
     from course_utils.finetuning import quant  # first: it quiets bitsandbytes' import-time warning
+    from course_utils.ground import sources
     from course_utils.models.gpt import GPT, GPTConfig
 
     bnb_modules = importlib.import_module("bitsandbytes.nn.modules")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.course import paths
 from course_utils.course.release import read_notebook
+from course_utils.ground import paths
 from course_utils.reporting import course_documents
 
 # "seed 002", "Seed 000", "seeds 003, 004": the documents' file numbers, meaningless to a student.

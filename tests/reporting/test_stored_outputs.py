@@ -8,9 +8,9 @@ import nbformat
 import pytest
 from nb_builders import code, markdown, notebook
 
-from course_utils.course import paths
 from course_utils.course.release import read_notebook, solution_notebooks
 from course_utils.course.runner import run_notebooks
+from course_utils.ground import paths
 from course_utils.reporting import stored_outputs
 
 SOLUTIONS = solution_notebooks(paths.solutions_dir())
@@ -182,7 +182,7 @@ def test_the_workbooks_own_bars_settle_to_one_line_each(tmp_path):
     assert result.ok and stored_outputs.output_problems(executed) == []
     timing, writing = executed.cells[-2], executed.cells[-1]  # (papermill inserts its parameters cell above)
     bars = [out["data"]["text/plain"] for out in timing.outputs if out.get("output_type") == "display_data"]
-    assert len(bars) == 1 and bars[0].startswith("timing reads of w.safetensors: 100%|██████████| 10/10 [")
+    assert len(bars) == 1 and bars[0].startswith("timing reads of w.safetensors: 100%|██████████| 5/5 [")
     outputs = writing.outputs
     settled = [out for out in outputs if out.get("output_type") == "display_data"]
     assert len(settled) == 1 and settled[0]["data"]["text/plain"].startswith("seed repeats: 100%|██████████| 3/3 [")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load, load_file, save
 
-from course_utils.course import paths
+from course_utils.ground import paths
 from course_utils.storage import compression
 
 

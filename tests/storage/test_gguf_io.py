@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils.course import sources
+from course_utils.ground import sources
 from course_utils.storage import gguf_io
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils.course import paths
+from course_utils.ground import paths
 from course_utils.storage import sharing
 
 TINY = paths.data_dir() / "models" / "tiny-llama"
@@ -78,7 +78,7 @@ def test_loading_fails_clearly_without_config_or_with_an_unknown_architecture():
 
 @pytest.mark.slow
 def test_a_fresh_process_reproduces_the_logits(tmp_path):
-    from course_utils.course import sources
+    from course_utils.ground import sources
 
     model, tokenizer = sources.load_causal_lm("tiny-llama", verbose=False)
     report = sharing.reload_in_fresh_process(TINY, "Once upon a time", "cpu")

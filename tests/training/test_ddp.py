@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from course_utils.course import paths
+from course_utils.ground import paths
 from course_utils.models.gpt import GPT, GPTConfig
 from course_utils.training.ddp import (
     effective_batch,

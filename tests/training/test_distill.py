@@ -242,7 +242,7 @@ def test_generation_speed_counts_tokens():
 
 @pytest.fixture(scope="module")
 def tiny_teacher():
-    from course_utils.course import sources
+    from course_utils.ground import sources
 
     return sources.load_causal_lm("tiny-llama", verbose=False)
 

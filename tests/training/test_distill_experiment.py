@@ -121,7 +121,7 @@ def test_first_sentence():
 
 
 def test_layer_choice_and_small_tables_on_the_tiny_models():
-    from course_utils.course import sources
+    from course_utils.ground import sources
 
     teacher, tokenizer = sources.load_causal_lm("tiny-llama", verbose=False)
     student_config = dx.load_config("tiny-llama-student")

@@ -77,7 +77,7 @@ def test_generate_crops_to_the_context_and_stops_at_eos():
 
 
 def test_generate_text_and_table_are_reproducible():
-    from course_utils.course.sources import load_tokenizer
+    from course_utils.ground.sources import load_tokenizer
 
     tokenizer = load_tokenizer("tiny-gpt2")
     torch.manual_seed(0)

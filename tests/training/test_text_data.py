@@ -36,7 +36,7 @@ def test_loader_order_depends_only_on_seed():
 
 
 def test_encode_documents_separates_with_eos():
-    from course_utils.course.sources import load_tokenizer
+    from course_utils.ground.sources import load_tokenizer
 
     tokenizer = load_tokenizer("tiny-llama")
     ids = encode_documents(tokenizer, ["The cat.", "The dog."])
@@ -60,7 +60,7 @@ def test_bpe_merges_fuse_the_most_frequent_pair_first():
 
 
 def test_the_project_tokenizer_merges_and_pieces():
-    from course_utils.course.sources import load_tokenizer
+    from course_utils.ground.sources import load_tokenizer
     from course_utils.training.text_data import token_pieces, tokenizer_merges
 
     tokenizer = load_tokenizer("tiny-llama")

@@ -10,6 +10,7 @@ import torch
 from course_utils.training.text_data import SlidingWindowDataset, make_loader
 from course_utils.training.train import (
     TrainConfig,
+    TrainExtras,
     evaluate,
     lm_loss,
     load_checkpoint,
@@ -92,7 +93,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
 
     torch.manual_seed(0)
     first = TinyLM()
-    half, optimizer = train(first, *_loaders(), cfg, progress=False, stop_at=20)
+    half, optimizer = train(first, *_loaders(), cfg, progress=False, extras=TrainExtras(stop_at=20))
     save_checkpoint(tmp_path / "ckpt", first, optimizer, half)
 
     resumed = TinyLM()

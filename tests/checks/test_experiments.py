@@ -10,9 +10,8 @@ import math
 
 import pytest
 
-from course_utils.checks import CheckFailed, nb00, nb01, nb02, nb03, nb04, nb05, nb06
-from course_utils.course import experiments
-from course_utils.course.experiments import BadSetting, BudgetExceeded, Probe
+from course_utils.checks import CheckFailed, experiments, nb00, nb01, nb02, nb03, nb04, nb05, nb06
+from course_utils.checks.experiments import BadSetting, BudgetExceeded, Probe
 
 
 def _probe(name, settings, curve, result, budget=8):

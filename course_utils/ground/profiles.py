@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from course_utils.course import hub
+from course_utils.ground import hub
 
 T = TypeVar("T")
 

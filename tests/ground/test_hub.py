@@ -1,11 +1,11 @@
-"""course_utils.course.hub: the token is found where the Hub's own tools look, never shown; access to gated repositories."""
+"""course_utils.ground.hub: the token is found where the Hub's own tools look, never shown; access to gated repositories."""
 
 from __future__ import annotations
 
 import huggingface_hub.constants
 import huggingface_hub.errors
 
-from course_utils.course import hub
+from course_utils.ground import hub
 
 
 def _no_token(monkeypatch, tmp_path):

@@ -14,7 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
-from course_utils.course import hub, paths, profiles
+from course_utils.ground import hub, paths, profiles
 
 Origin = Literal["embedded", "local", "cache", "hub"]
 
@@ -110,13 +110,13 @@ def load_tokenizer(name: str, **kwargs: Any):
 def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, verbose: bool = True, **kwargs: Any):
     """Load ``(model, tokenizer)`` for ``name`` with the Auto classes, in eval mode on ``device``.
 
-    ``dtype`` defaults to the device's inference dtype (:func:`course_utils.course.env.pick_precision`): float32 on CPU
+    ``dtype`` defaults to the device's inference dtype (:func:`course_utils.ground.machine.pick_precision`): float32 on CPU
     (what the tiny checkpoints were trained in), bf16 or fp16 on a GPU. Extra keyword arguments go to ``from_pretrained``
     (``quantization_config``, ``attn_implementation``, ...).
     """
     from transformers import AutoModelForCausalLM
 
-    from course_utils.course.env import pick_precision
+    from course_utils.ground.machine import pick_precision
 
     source = resolve_model(name)
     if dtype is None:  # bf16 only where the GPU computes it natively (not on a T4), fp32 on CPU

@@ -1,10 +1,10 @@
-"""course_utils.course.sources: names resolve to embedded folders, the hub or the cache, or fail naming both routes."""
+"""course_utils.ground.sources: names resolve to embedded folders, the hub or the cache, or fail naming both routes."""
 
 from __future__ import annotations
 
 import pytest
 
-from course_utils.course import hub, profiles, sources
+from course_utils.ground import hub, profiles, sources
 
 
 def test_every_tiny_name_is_embedded():

@@ -1,10 +1,10 @@
-"""course_utils.course.profiles: auto picks tiny offline and colab with a GPU and the hub; named profiles and roles."""
+"""course_utils.ground.profiles: auto picks tiny offline and colab with a GPU and the hub; named profiles and roles."""
 
 from __future__ import annotations
 
 import pytest
 
-from course_utils.course import hub, profiles
+from course_utils.ground import hub, profiles
 
 
 def test_auto_is_tiny_offline(capsys):

@@ -1,4 +1,4 @@
-"""course_utils.storage.export: adapters pointed at another base, the two merges of a QLoRA adapter, GGUF export checked
+"""course_utils.serving.export: adapters pointed at another base, the two merges of a QLoRA adapter, GGUF export checked
 by an independent reader, sizes, the Hub gate, and the Mac recipes."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from course_utils.course import sources
 from course_utils.finetuning import lora, quant
 from course_utils.finetuning.sft_eval import logits_on
-from course_utils.storage import export, gguf_io, sharing
+from course_utils.ground import sources
+from course_utils.serving import export
+from course_utils.storage import gguf_io, sharing
 
 PROMPTS = ["Translate to Zorbish: a big dog jumps.\nZorbish:", "Translate to Zorbish: the cat sleeps.\nZorbish:"]
 

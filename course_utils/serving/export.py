@@ -6,7 +6,7 @@
   4-bit; it is merged either into the dequantized 4-bit weights (what the adapter was trained against) or into the
   original 16-bit weights.
 * **GGUF** (:func:`export_gguf`, written by :mod:`course_utils.storage.gguf_io`): one file for llama.cpp, Ollama and LM
-  Studio, in f16 or q8_0, and the adapter alone as a GGUF LoRA file; :mod:`course_utils.storage.llama_cpp_run` runs them in
+  Studio, in f16 or q8_0, and the adapter alone as a GGUF LoRA file; :mod:`course_utils.serving.llama_cpp_run` runs them in
   llama.cpp and makes k-quants such as q4_k_m with its quantizer.
 * **The Hub** (:func:`push_variants`): each of the above uploaded, only behind Notebook 01's gate (a token in the
   environment AND the notebook's flag).
@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from course_utils.course import env, sources
 from course_utils.finetuning import quant
 from course_utils.finetuning.memory_measure import human_bytes, release_memory
 from course_utils.finetuning.sft_data import render_turns, stop_ids
 from course_utils.finetuning.sft_eval import generate, logits_on
+from course_utils.ground import machine, sources
 from course_utils.storage import gguf_io, sharing
 
 MERGE_BASES = ("dequantized", "original")
@@ -77,7 +77,7 @@ def prequantize(name: str, folder: str | Path) -> Path:
     placement = {"device_map": {"": 0}} if on_gpu else {}
     # The workbook's precision rule (bf16 only where the GPU computes it natively: fp16 on a T4), not
     # torch.cuda.is_bf16_supported(), which says True on a T4 because it counts emulation.
-    compute = env.pick_precision(torch.device("cuda", 0)).inference_dtype if on_gpu else torch.float32
+    compute = machine.pick_precision(torch.device("cuda", 0)).inference_dtype if on_gpu else torch.float32
     model = AutoModelForCausalLM.from_pretrained(sources.resolve_model(name).location, dtype=compute,
                                                  quantization_config=quant.nf4_config(compute), **placement)
     model.save_pretrained(folder)

@@ -140,7 +140,7 @@ def _same(a: Any, b: Any) -> bool:
 
 @functools.cache
 def _tiny_llama() -> tuple[Any, Any]:
-    from course_utils.course import sources
+    from course_utils.ground import sources
 
     model, tokenizer = sources.load_causal_lm(TINY_LLAMA, verbose=False)
     return model.eval(), tokenizer
@@ -148,7 +148,7 @@ def _tiny_llama() -> tuple[Any, Any]:
 
 @functools.cache
 def _story_ids(tokenizer_name: str, split: str, stories: int) -> torch.Tensor:
-    from course_utils.course import sources
+    from course_utils.ground import sources
     from course_utils.training import text_data
 
     tokenizer = sources.load_tokenizer(tokenizer_name)
@@ -286,7 +286,7 @@ def learning_rate_probe(run: SmallRun = SmallRun(), budget: int = 8) -> Probe:
     """
 
     def measure(lr: float) -> dict[str, Any]:
-        from course_utils.course import sources
+        from course_utils.ground import sources
         from course_utils.models import gpt
         from course_utils.training import text_data, train
 
@@ -333,7 +333,7 @@ def distillation_probe(steps: int = 10, alpha: float = 0.5, budget: int = 18) ->
         student = distill_experiment.fresh_student(distill_experiment.load_config("tiny-llama-student"), seed)
         cfg = train.TrainConfig(max_steps=steps, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_every=steps)
         train.train(student, train.make_train_loader(windows, 4, seed=seed), None, cfg, progress=False,
-                    loss_fn=distill.kd_loss_fn(teacher, alpha=alpha, temperature=heat))
+                    extras=train.TrainExtras(loss_fn=distill.kd_loss_fn(teacher, alpha=alpha, temperature=heat)))
         student.eval()
         return {"perplexity": math.exp(_validation_loss(student, held_out))}
 
@@ -354,7 +354,7 @@ def lora_rank_probe(steps: int = 15, budget: int = 7) -> Probe:
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
         from course_utils.finetuning import lora
-        from course_utils.storage import export
+        from course_utils.serving import export
 
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 128:
             raise BadSetting(f"rank must be a whole number from 1 to 128, got {rank!r}")
@@ -388,8 +388,8 @@ def lora_rank_probe(steps: int = 15, budget: int = 7) -> Probe:
 @functools.cache
 def _zorbish() -> dict[str, list[dict[str, list[int]]]]:
     """Tokenized Zorbish examples (512 for training, 64 held out), the prompt masked in the labels."""
-    from course_utils.course import sources
     from course_utils.finetuning import sft_data
+    from course_utils.ground import sources
 
     _, tokenizer = _tiny_llama()
     data = sources.load_text_dataset("zorbish")

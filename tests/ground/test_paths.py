@@ -1,8 +1,8 @@
-"""course_utils.course.paths: the workbook's folders, overrides for tests and CI, paths shown without a machine."""
+"""course_utils.ground.paths: the workbook's folders, overrides for tests and CI, paths shown without a machine."""
 
 from __future__ import annotations
 
-from course_utils.course import paths
+from course_utils.ground import paths
 
 
 def test_the_repository_root_is_the_workbook():

@@ -1,4 +1,4 @@
-"""course_utils.storage.llama_cpp_run: llama.cpp (llama-cpp-python) runs the GGUF files the workbook writes, the LoRA
+"""course_utils.serving.llama_cpp_run: llama.cpp (llama-cpp-python) runs the GGUF files the workbook writes, the LoRA
 adapter file included, and agrees with transformers within the tolerances of the number formats. Skipped where
 llama_cpp is not installed (CI installs it: the workbook's `llama` extra)."""
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils.course import sources
-from course_utils.storage import gguf_io, llama_cpp_run
+from course_utils.ground import sources
+from course_utils.serving import llama_cpp_run
+from course_utils.storage import gguf_io
 
 PROMPTS = ["Translate to Zorbish: a big dog jumps.\nZorbish:", "Once upon a time"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -1,0 +1,1 @@
+"""The ground floor every lesson stands on: where files are, which device and precision, what a model or dataset name means on this profile, and the Hub gate. It imports nothing of the workbook above it."""
