@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     standins.add_argument("--dataset", action="append", default=None, metavar="HUB_ID",
                           help="only this dataset (repeatable; default: every one the colab profile names)")
 
+    colab = commands.add_parser("colab-runtime", help="rewrite constraints/colab-runtime.txt from a clone of "
+                                "googlecolab/backend-info (Colab's published package list)")
+    colab.add_argument("checkout", type=Path, help="a clone (or bare git dir) of googlecolab/backend-info")
+
     rehearse = commands.add_parser(
         "rehearse",
         help="rehearse the colab profile on this CPU: stand-ins in a temporary HF_HOME, every notebook run",
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": _data,
         "hub-standins": _hub_standins,
         "rehearse": _rehearse,
+        "colab-runtime": _colab_runtime,
         "environment-yml": _environment_yml,
     }
     try:
@@ -313,6 +318,15 @@ def _hub_standins(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise _UsageError(str(exc.args[0])) from None
     print(f"stand-ins written to {args.dir}: use them with HF_HOME={args.dir} HF_HUB_OFFLINE=1")
+    return 0
+
+
+def _colab_runtime(args: argparse.Namespace) -> int:
+    from course_utils.course.colab_runtime import RUNTIME_FILE, refresh
+
+    runtime = refresh(args.checkout)
+    print(f"wrote {RUNTIME_FILE.name}: Python {runtime.python}, {len(runtime.packages)} packages, "
+          f"commit {runtime.commit[:12]} of {runtime.date}")
     return 0
 
 
