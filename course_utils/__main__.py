@@ -331,9 +331,9 @@ def _colab_runtime(args: argparse.Namespace) -> int:
 
 
 def _rehearse(args: argparse.Namespace) -> int:
-    from course_utils.course.colab_rehearsal import rehearse
+    from course_utils.course.colab_rehearsal import rehearse_on_colab_versions
 
-    results = rehearse(_selected_notebooks([], args.only), hf_home=args.hf_home, cell_timeout=args.cell_timeout)
+    results = rehearse_on_colab_versions(args.only, hf_home=args.hf_home, cell_timeout=args.cell_timeout)
     return 0 if all(result.ok for result in results) else 1
 
 
