@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     standins.add_argument("--dataset", action="append", default=None, metavar="HUB_ID",
                           help="only this dataset (repeatable; default: every one the colab profile names)")
 
-    colab = commands.add_parser("colab-runtime", help="rewrite constraints/colab-runtime.txt from a clone of "
+    colab = commands.add_parser("colab-runtime", help="rewrite constraints/colab-runtime.txt (and README's paragraph on it) from a clone of "
                                 "googlecolab/backend-info (Colab's published package list)")
     colab.add_argument("checkout", type=Path, help="a clone (or bare git dir) of googlecolab/backend-info")
 
@@ -322,9 +322,10 @@ def _hub_standins(args: argparse.Namespace) -> int:
 
 
 def _colab_runtime(args: argparse.Namespace) -> int:
-    from course_utils.course.colab_runtime import RUNTIME_FILE, refresh
+    from course_utils.course.colab_runtime import RUNTIME_FILE, refresh, update_readme
 
     runtime = refresh(args.checkout)
+    update_readme(runtime)
     print(f"wrote {RUNTIME_FILE.name}: Python {runtime.python}, {len(runtime.packages)} packages, "
           f"commit {runtime.commit[:12]} of {runtime.date}")
     return 0

@@ -127,6 +127,26 @@ def refresh(checkout: Path, out: Path = RUNTIME_FILE) -> ColabRuntime:
     return load(out)
 
 
+README_MARKERS = ("<!-- colab-runtime: written by python -m course_utils colab-runtime -->", "<!-- /colab-runtime -->")
+README_PACKAGES = ("torch", "ipython", "ipykernel", "traitlets", "tornado", "jupyter-client", "pyzmq", "ipywidgets",
+                   "numpy", "pandas", "pyarrow", "transformers", "peft", "datasets", "accelerate")
+
+
+def readme_block(runtime: ColabRuntime) -> str:
+    """README's paragraph on Colab's runtime, from the data file (so the versions are never typed twice)."""
+    versions = ", ".join(f"{name} {runtime.packages[name]}" for name in README_PACKAGES if name in runtime.packages)
+    return (f"{README_MARKERS[0]}\nColab's GPU runtime as Colab published it on {runtime.date} "
+            f"([googlecolab/backend-info]({SOURCE_REPO}) at `{runtime.commit[:12]}`, kept in "
+            f"`constraints/colab-runtime.txt`): **Python {runtime.python}**, {versions}.\n{README_MARKERS[1]}")
+
+
+def update_readme(runtime: ColabRuntime, readme: Path = paths.REPO_ROOT / "README.md") -> None:
+    """Rewrite README's block between :data:`README_MARKERS` from ``runtime``."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.index(README_MARKERS[0]), text.index(README_MARKERS[1]) + len(README_MARKERS[1])
+    readme.write_text(text[:start] + readme_block(runtime) + text[end:], encoding="utf-8")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What an install resolves to on that runtime
 

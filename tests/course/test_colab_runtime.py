@@ -145,3 +145,10 @@ def test_without_the_kernel_pins_the_resolution_names_what_it_replaces(runtime, 
     found = {r.name: r for r in colab_runtime.replacements(resolved, runtime)}
     assert (found["ipython"].colab, found["ipython"].new) == ("7.34.0", "9.18.1")
     assert found["ipython"].via and "traitlets" in found
+
+
+def test_readme_states_colabs_versions_from_the_committed_list(runtime):
+    readme = (paths.REPO_ROOT / "README.md").read_text()
+    assert colab_runtime.readme_block(runtime) in readme  # rewritten by python -m course_utils colab-runtime
+    assert f"Python {runtime.python}" in colab_runtime.readme_block(runtime)
+    assert "Colab runs 3.12" not in readme and "CPython 3.12" not in readme
