@@ -332,9 +332,11 @@ def _colab_runtime(args: argparse.Namespace) -> int:
 
 
 def _rehearse(args: argparse.Namespace) -> int:
-    from course_utils.course.colab_rehearsal import rehearse_on_colab_versions
+    from course_utils.course.colab_rehearsal import notebook_key, rehearse_on_colab_versions
 
-    results = rehearse_on_colab_versions(args.only, hf_home=args.hf_home, cell_timeout=args.cell_timeout)
+    selected = _selected_notebooks([], args.only)  # an --only that names no notebook is a usage error
+    only = [notebook_key(notebook) for notebook in selected] if args.only else None
+    results = rehearse_on_colab_versions(only, hf_home=args.hf_home, cell_timeout=args.cell_timeout)
     return 0 if all(result.ok for result in results) else 1
 
 
