@@ -85,13 +85,10 @@ class ColabVenv:
     tested: str  # the setup cell's constraints file in constraints/
     extras: tuple[str, ...]
     notebooks: tuple[str, ...]
-    also_from_colab: tuple[str, ...] = ()  # torch-family packages installed anyway, at Colab's version
 
 
-# triton: Colab's torch brings it, and TRL 1.15 (the GPU path's) needs it importable: without triton its fused
-# loss function is None and SFT training fails with "'NoneType' object has no attribute 'apply'" (seen here).
 VENVS = (ColabVenv("colab-venv", "colab.txt", (), ("00", "01", "02", "03", "04", "05")),
-         ColabVenv("colab-gpu-venv", "colab-gpu.txt", ("gpu",), ("05", "06"), ("triton",)))
+         ColabVenv("colab-gpu-venv", "colab-gpu.txt", ("gpu",), ("05", "06")))
 # Colab's CUDA torch is replaced by this machine's CPU build (and what is built for one torch goes with it);
 # setuptools too: torch 2.13 needs >= 77, Colab's 75.2 suits its torch 2.11.
 REPLACED = re.compile(r"^(torch|torchvision|torchaudio|triton|xformers|nvidia-.*|cuda-.*|setuptools)$")
@@ -116,9 +113,7 @@ def venv_requirements(venv: ColabVenv) -> list[str]:
     """What the environment installs: the workbook, its extras less Unsloth, CPU torch and papermill's kernel."""
     extra = [str(r) for extra in venv.extras for r in project.requirements(extra)
              if not NEEDS_GPU.match(colab_runtime.canonical(r.name))]
-    runtime = colab_runtime.load()
-    also = [f"{name}=={runtime.packages[name]}" for name in venv.also_from_colab]
-    return [CPU_TORCH, *also, "-e", str(paths.REPO_ROOT), *extra, "papermill", "ipykernel"]
+    return [CPU_TORCH, "-e", str(paths.REPO_ROOT), *extra, "papermill", "ipykernel"]
 
 
 def build_venv(venv: ColabVenv, root: Path | None = None, *, verbose: bool = True) -> Path:
