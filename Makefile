@@ -101,7 +101,8 @@ test-other-cpu: lint
 	  $(if $(X86),ONEDNN_MAX_CPU_ISA=AVX2) $(PYTEST_ALL)
 
 # The colab profile on this CPU: hub-shaped stand-ins in a temporary HF_HOME, every notebook on PROFILE="colab",
-# DEVICE="cpu", the smallest step counts. COLAB_ONLY="00 03" runs some notebooks only.
+# DEVICE="cpu", the smallest step counts, in virtual environments holding Colab's versions (build/colab-venv for
+# 00-05, build/colab-gpu-venv for 05-06, each built once and reused). COLAB_ONLY="00 03" runs some notebooks only.
 test-colab: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m course_utils rehearse $(if $(COLAB_ONLY),--only $(COLAB_ONLY))
 
@@ -136,7 +137,8 @@ constraints: $(STAMP)
 	  $(VENV)/bin/pip freeze --exclude-editable | grep -v '^-e' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | sort -f; \
 	} > $(CONSTRAINTS)
 
-# The GPU path's versions (Unsloth caps transformers, TRL, datasets): resolved against PyPI for CPython 3.12.
+# Colab's setup-cell constraints (colab.txt, colab-gpu.txt): resolved with uv on Colab's published runtime
+# (constraints/colab-runtime.txt: its Python, Linux x86_64) against PyPI as of a fixed date.
 constraints-gpu: $(STAMP)
 	$(PY) scripts/colab_gpu_constraints.py
 

@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     standins.add_argument("--dataset", action="append", default=None, metavar="HUB_ID",
                           help="only this dataset (repeatable; default: every one the colab profile names)")
 
+    colab = commands.add_parser("colab-runtime", help="rewrite constraints/colab-runtime.txt (and README's paragraph on it) from a clone of "
+                                "googlecolab/backend-info (Colab's published package list)")
+    colab.add_argument("checkout", type=Path, help="a clone (or bare git dir) of googlecolab/backend-info")
+
     rehearse = commands.add_parser(
         "rehearse",
         help="rehearse the colab profile on this CPU: stand-ins in a temporary HF_HOME, every notebook run",
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": _data,
         "hub-standins": _hub_standins,
         "rehearse": _rehearse,
+        "colab-runtime": _colab_runtime,
         "environment-yml": _environment_yml,
         "readme-notebooks": _readme_notebooks,
     }
@@ -328,10 +333,22 @@ def _hub_standins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rehearse(args: argparse.Namespace) -> int:
-    from course_utils.course.colab_rehearsal import rehearse
+def _colab_runtime(args: argparse.Namespace) -> int:
+    from course_utils.course.colab_runtime import RUNTIME_FILE, refresh, update_readme
 
-    results = rehearse(_selected_notebooks([], args.only), hf_home=args.hf_home, cell_timeout=args.cell_timeout)
+    runtime = refresh(args.checkout)
+    update_readme(runtime)
+    print(f"wrote {RUNTIME_FILE.name}: Python {runtime.python}, {len(runtime.packages)} packages, "
+          f"commit {runtime.commit[:12]} of {runtime.date}")
+    return 0
+
+
+def _rehearse(args: argparse.Namespace) -> int:
+    from course_utils.course.colab_rehearsal import notebook_key, rehearse_on_colab_versions
+
+    selected = _selected_notebooks([], args.only)  # an --only that names no notebook is a usage error
+    only = [notebook_key(notebook) for notebook in selected] if args.only else None
+    results = rehearse_on_colab_versions(only, hf_home=args.hf_home, cell_timeout=args.cell_timeout)
     return 0 if all(result.ok for result in results) else 1
 
 

@@ -1,95 +1,85 @@
-"""Resolve constraints/colab-gpu.txt: the versions the GPU path (Colab, CPython 3.12, the ``gpu`` extra) installs.
+"""Resolve the constraints Colab's setup cells install with: constraints/colab.txt and constraints/colab-gpu.txt.
 
-Unsloth caps transformers, TRL and datasets below what CI pins (constraints/ci-cpu.txt), so on Colab pip quietly
-installs older versions of them. This script asks pip, against PyPI, what ``llm-workbook[gpu]`` resolves to for
-CPython 3.12 on manylinux x86_64 (wheels only, as on a GPU machine that has no compiler), and writes every version
-except those that belong to the machine's torch build: torch, torchvision, torchaudio, triton, xformers and the
-NVIDIA/CUDA wheels are left to the torch already installed (Colab's), so that installing with ``-c`` never replaces
-it. Run it again when pyproject.toml or the Unsloth release changes:
+Each is what the setup cell's install (the runtime dependencies; the same plus the ``gpu`` extra) resolves to on
+Colab's published runtime (constraints/colab-runtime.txt: Python 3.13, Linux x86_64, Colab's versions kept where
+they satisfy, as pip keeps an installed package), with the kernel's stack and the torch family pinned to Colab's
+as the cell pins them. Written: the ML stack only. Left out: what the cell pins to the installed versions (kernel,
+torch family), what Colab imported at start-up (it stays as Colab has it), and what is built for one torch
+(triton, xformers, NVIDIA/CUDA wheels). colab-gpu.txt also records Unsloth's torch range (``# unsloth torch:``),
+which the setup cell checks before installing the extra. Run it again when pyproject.toml, the Unsloth release or
+constraints/colab-runtime.txt changes (it asks PyPI, as of colab_runtime.EXCLUDE_NEWER):
 
-    python scripts/colab_gpu_constraints.py [--torch 2.13.0] [--out constraints/colab-gpu.txt]
+    python scripts/colab_gpu_constraints.py
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON = "3.12"
-# manylinux tags a Colab runtime (Ubuntu 22.04, glibc 2.35) accepts, newest first.
-PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(35, 16, -1)] + ["manylinux2014_x86_64"]
+sys.path.insert(0, str(REPO))
+
+from course_utils.course import colab_runtime  # noqa: E402
+
 # Built for one torch each, or part of torch's CUDA runtime: the machine's torch decides these.
 TORCH_BOUND = re.compile(r"^(torch|torchvision|torchaudio|triton|xformers|nvidia-.*|cuda-.*)$", re.I)
-# Published as source only: pip cannot resolve them for another Python without building them, so their
-# dependencies are resolved instead and their version is taken from CI's constraints.
-SOURCE_ONLY = {"rouge-score": ["absl-py", "nltk", "numpy", "six"]}
+OUTPUTS = {(): REPO / "constraints" / "colab.txt", ("gpu",): REPO / "constraints" / "colab-gpu.txt"}
 
 
-def requirements() -> tuple[list[str], list[str]]:
-    """(what pip resolves, source-only packages) for the runtime dependencies plus the ``gpu`` extra."""
-    from course_utils.course import project
-
-    resolved, source_only = [], []
-    for requirement in [*project.requirements(), *project.requirements("gpu")]:
-        name = requirement.name.lower().replace("_", "-")
-        if name in SOURCE_ONLY:
-            source_only.append(name)
-            resolved += SOURCE_ONLY[name]
-        else:
-            resolved.append(str(requirement))
-    return resolved, source_only
+def kept(resolved: dict[str, colab_runtime.Resolved], runtime: colab_runtime.ColabRuntime) -> dict[str, str]:
+    """The ML stack of a resolution: without the torch-bound packages and those the runtime keeps (marked)."""
+    return {name: item.version for name, item in resolved.items()
+            if not TORCH_BOUND.match(name) and runtime.role(name) is None}
 
 
-def resolve(wanted: list[str], torch_version: str) -> dict[str, str]:
-    """{name: version} that ``pip install --dry-run`` picks for CPython 3.12 manylinux, torch held at ``torch_version``."""
+def unsloth_torch_range(versions: dict[str, str]) -> str:
+    """The torch range unsloth and unsloth_zoo require (their unconditional Requires-Dist), from their wheels."""
+    specs = []
     with tempfile.TemporaryDirectory() as tmp:
-        req, pin, report = Path(tmp, "req.txt"), Path(tmp, "torch.txt"), Path(tmp, "report.json")
-        req.write_text("\n".join(wanted) + "\n")
-        pin.write_text(f"torch=={torch_version}\n")
-        command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                   "--report", str(report), "--python-version", PYTHON, "--only-binary=:all:",
-                   *[arg for platform in PLATFORMS for arg in ("--platform", platform)], "-r", str(req), "-c", str(pin)]
-        subprocess.run(command, check=True)
-        installed = json.loads(report.read_text())["install"]
-    return {item["metadata"]["name"]: item["metadata"]["version"] for item in installed}
+        wanted = [f"{name}=={versions[name]}" for name in ("unsloth", "unsloth-zoo")]
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                        "--index-url", colab_runtime.INDEX, "-d", tmp, *wanted], check=True)
+        for wheel in Path(tmp).glob("*.whl"):
+            with zipfile.ZipFile(wheel) as archive:
+                metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+                for line in archive.read(metadata).decode().splitlines():
+                    match = re.match(r"^Requires-Dist: torch\s*([<>=!~][^;]*?)\s*(;.*)?$", line)
+                    if match and "extra ==" not in (match.group(2) or ""):
+                        specs += [part.strip() for part in match.group(1).split(",")]
+    return ",".join(sorted(set(specs)))
 
 
-def ci_version(name: str) -> str:
-    """The version constraints/ci-cpu.txt pins for ``name``."""
-    for line in (REPO / "constraints" / "ci-cpu.txt").read_text().splitlines():
-        if re.split(r"==", line)[0].strip().lower().replace("_", "-") == name:
-            return line.split("==")[1].strip()
-    raise KeyError(f"{name} is not pinned in constraints/ci-cpu.txt")
+def write(path: Path, extras: tuple[str, ...], versions: dict[str, str], runtime: colab_runtime.ColabRuntime,
+          torch_range: str | None) -> None:
+    install = f"-e '.[{','.join(extras)}]'" if extras else "-e ."
+    header = [
+        f"# Colab's setup cell installs {install} with these: resolved on Colab's runtime of {runtime.date}",
+        f"# (constraints/colab-runtime.txt: Python {runtime.python}, Linux x86_64), PyPI as of "
+        f"{colab_runtime.EXCLUDE_NEWER}.",
+        "# Regenerate with: python scripts/colab_gpu_constraints.py. The ML stack only: the kernel's stack and",
+        "# the torch family are pinned by the cell to what is installed, start-up packages stay as Colab has them.",
+    ]
+    if torch_range:
+        header.append(f"# unsloth torch: {torch_range}")
+    lines = [f"{name}=={version}" for name, version in sorted(versions.items())]
+    path.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
+    print(f"wrote {path.relative_to(REPO)}: {len(lines)} pins")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--torch", default=ci_version("torch"),
-                        help="the torch the resolution assumes (default: CI's); it is not written to the file")
-    parser.add_argument("--out", type=Path, default=REPO / "constraints" / "colab-gpu.txt")
-    args = parser.parse_args(argv)
-    wanted, source_only = requirements()
-    versions = resolve(wanted, args.torch)
-    versions.update({name: ci_version(name) for name in source_only})
-    kept = {name: version for name, version in versions.items() if not TORCH_BOUND.match(name)}
-    left_out = sorted(name for name in versions if TORCH_BOUND.match(name))
-    header = [
-        "# The GPU path's versions: llm-workbook[gpu] (Unsloth) resolved for CPython 3.12 on manylinux x86_64.",
-        "# Regenerate with: python scripts/colab_gpu_constraints.py",
-        f"# Resolved with torch=={args.torch}, which is NOT pinned here: install with Colab's own torch kept, e.g.",
-        "#   pip install -c constraints/colab-gpu.txt -e '.[gpu]'   (torch, torchvision, torchaudio pinned to Colab's)",
-        f"# Left to the installed torch build: {', '.join(left_out)}.",
-        f"# Source-only, version from constraints/ci-cpu.txt: {', '.join(source_only) or 'none'}.",
-    ]
-    lines = [f"{name}=={version}" for name, version in sorted(kept.items(), key=lambda item: item[0].lower())]
-    args.out.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
-    print(f"wrote {args.out.relative_to(REPO)}: {len(lines)} pins; left out: {', '.join(left_out)}")
+    parser.parse_args(argv)
+    runtime = colab_runtime.load()
+    for extras, path in OUTPUTS.items():
+        resolved = colab_runtime.resolve(extras, runtime=runtime, pins=colab_runtime.cell_pins(runtime))
+        versions = kept(resolved, runtime)
+        write(path, extras, versions, runtime, unsloth_torch_range(versions) if "gpu" in extras else None)
     return 0
 
 

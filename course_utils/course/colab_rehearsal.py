@@ -6,17 +6,29 @@ notebook with ``PROFILE="colab"`` and ``DEVICE="cpu"``. Every other value the co
 except the step counts and sizes listed in :data:`REHEARSAL_PARAMETERS`: the smallest that the notebook's
 parameters cell accepts, so that a CPU gets through in minutes. The rehearsal proves that the colab branch runs
 and produces the right shapes, dtypes and files; its scores, on random weights, mean nothing.
+
+The notebooks run in virtual environments that hold Colab's versions (constraints/colab-runtime.txt) with what
+the setup cell installs on top (constraints/colab.txt; for notebooks 05-06 the GPU path's colab-gpu.txt without
+Unsloth itself, which needs a GPU), and this machine's CPU torch in place of Colab's CUDA one. The kernel is that
+environment's Python, but it is this machine's Python (3.11 in CI), not Colab's (3.13): the summary says so.
 """
 
 from __future__ import annotations
 
-import ast
+import hashlib
+import platform
+import re
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from course_utils.course.release import cell_tags, read_notebook, solution_notebooks
+from course_utils.course import colab_runtime, project
+from course_utils.course.release import solution_notebooks
 from course_utils.course.runner import RunResult, environ, run_notebook, write_summary
 from course_utils.ground import paths
 
@@ -43,13 +55,13 @@ def notebook_key(notebook: Path) -> str:
 
 
 def parameter_names(notebook: Path) -> set[str]:
-    """The names the notebook's ``parameters`` cell assigns."""
-    nb = read_notebook(notebook)
-    cell = next((c for c in nb.cells if "parameters" in cell_tags(c)), None)
-    if cell is None:
-        raise ValueError(f"{notebook.name} has no cell tagged 'parameters'")
-    return {target.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
-            for target in node.targets if isinstance(target, ast.Name)}
+    """The names the notebook's ``parameters`` cell assigns, as papermill reads them."""
+    import papermill
+
+    names = set(papermill.inspect_notebook(str(notebook)))
+    if not names:
+        raise ValueError(f"{notebook.name} has no cell tagged 'parameters' (or it assigns nothing)")
+    return names
 
 
 def rehearsal_parameters(notebook: Path) -> dict[str, Any]:
@@ -62,11 +74,120 @@ def rehearsal_parameters(notebook: Path) -> dict[str, Any]:
     return wanted
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The environments: Colab's versions, CPU torch
+
+
+@dataclass(frozen=True)
+class ColabVenv:
+    """One rehearsal environment: what it installs on top of Colab's versions, and the notebooks it runs."""
+
+    name: str
+    tested: str  # the setup cell's constraints file in constraints/
+    extras: tuple[str, ...]
+    notebooks: tuple[str, ...]
+
+
+# Known: TRL 1.15 (the GPU path's cap) trains through its Triton fused LM head only, so notebook 06 fails here on a
+# CPU (without triton the kernel is None; with it, Triton finds no GPU driver). CI's TRL 1.16 has a CPU path.
+VENVS = (ColabVenv("colab-venv", "colab.txt", (), ("00", "01", "02", "03", "04", "05")),
+         ColabVenv("colab-gpu-venv", "colab-gpu.txt", ("gpu",), ("05", "06")))
+# Colab's CUDA torch is replaced by this machine's CPU build (and what is built for one torch goes with it);
+# setuptools too: torch 2.13 needs >= 77, Colab's 75.2 suits its torch 2.11.
+REPLACED = re.compile(r"^(torch|torchvision|torchaudio|triton|xformers|nvidia-.*|cuda-.*|setuptools)$")
+# Needs a GPU: the GPU environment holds the versions Unsloth resolves beside, without Unsloth itself.
+NEEDS_GPU = re.compile(r"^unsloth(-zoo)?$")
+CPU_TORCH = "torch==2.13.0"  # the nearest to Colab's 2.11 that CI's CPU wheels have
+KERNEL_NAME = "colab-rehearsal"
+
+
+def venv_constraints(venv: ColabVenv) -> dict[str, str]:
+    """Colab's versions, overridden by the setup cell's constraints, less what the CPU machine replaces."""
+    pins = dict(colab_runtime.load().packages)
+    for line in (paths.REPO_ROOT / "constraints" / venv.tested).read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[colab_runtime.canonical(name)] = version.strip()
+    return {name: version for name, version in sorted(pins.items())
+            if not REPLACED.match(name) and not NEEDS_GPU.match(name)}
+
+
+def venv_requirements(venv: ColabVenv) -> list[str]:
+    """What the environment installs: the workbook, its extras less Unsloth, CPU torch and papermill's kernel."""
+    extra = [str(r) for extra in venv.extras for r in project.requirements(extra)
+             if not NEEDS_GPU.match(colab_runtime.canonical(r.name))]
+    return [CPU_TORCH, "-e", str(paths.REPO_ROOT), *extra, "papermill", "ipykernel"]
+
+
+def build_venv(venv: ColabVenv, root: Path | None = None, *, verbose: bool = True) -> Path:
+    """Create (or reuse, when its constraints are unchanged) ``build/<name>`` and register its kernel; its path."""
+    from course_utils.course.install_torch import CPU_INDEX, index_reachable
+
+    where = Path(root) if root is not None else paths.build_dir() / venv.name
+    constraints = "".join(f"{name}=={version}\n" for name, version in venv_constraints(venv).items())
+    requirements = venv_requirements(venv)
+    stamp_text = hashlib.sha256((constraints + "\n".join(requirements)).encode()).hexdigest()
+    stamp = where / ".rehearsal-installed"
+    if stamp.exists() and stamp.read_text() == stamp_text:
+        if verbose:
+            print(f"{venv.name}: up to date ({where})", flush=True)
+        return where
+    start = time.perf_counter()
+    if not (where / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "constraints.txt").write_text(constraints)
+    index = ["--extra-index-url", CPU_INDEX] if index_reachable() else []
+    python = str(where / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "-c", str(where / "constraints.txt"), *index,
+                    *requirements], check=True)
+    subprocess.run([python, "-m", "ipykernel", "install", "--prefix", str(where), "--name", KERNEL_NAME],
+                   check=True, capture_output=True)
+    stamp.write_text(stamp_text)
+    if verbose:
+        print(f"{venv.name}: built in {time.perf_counter() - start:.0f} s ({where})", flush=True)
+    return where
+
+
+def versions_line(where: Path) -> str:
+    """Python and the key packages of an environment, for the summary."""
+    code = ("import platform, importlib.metadata as m; names = ['torch', 'transformers', 'peft', 'trl', 'datasets', "
+            "'numpy', 'pandas', 'ipywidgets', 'ipykernel']; print(f'Python {platform.python_version()}: ' + ', '"
+            ".join(f'{n} {m.version(n)}' for n in names))")
+    done = subprocess.run([str(where / "bin" / "python"), "-c", code], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or done.stderr.strip()[-200:]
+
+
+def rehearse_on_colab_versions(only: Sequence[str] | None = None, *, hf_home: Path | None = None,
+                               cell_timeout: float = 900, verbose: bool = True) -> list[RunResult]:
+    """Each environment of :data:`VENVS` built, then its notebooks (those in ``only``, by number) rehearsed in it."""
+    runtime = colab_runtime.load()
+    by_key = {notebook_key(path): path for path in solution_notebooks()}
+    results = []
+    for venv in VENVS:
+        keys = [key for key in venv.notebooks if only is None or any(key.startswith(o[:2]) for o in only)]
+        if not keys:
+            continue
+        where = build_venv(venv, verbose=verbose)
+        note = (f"colab profile on Colab's versions of {runtime.date} ({venv.tested}), kernel {venv.name}: "
+                f"{versions_line(where)}; Colab runs Python {runtime.python}, this machine "
+                f"{platform.python_version()}, and CPU torch stands in for Colab's CUDA torch "
+                f"{runtime.packages.get('torch')}")
+        if verbose:
+            print(note, flush=True)
+        results += rehearse([by_key[key] for key in keys], out_dir=paths.build_dir() / "colab" / venv.name,
+                            hf_home=hf_home, cell_timeout=cell_timeout, verbose=verbose, venv=where,
+                            profile_note=note)
+    return results
+
+
 def rehearse(notebooks: Sequence[Path] | None = None, *, out_dir: Path | None = None, hf_home: Path | None = None,
-             cell_timeout: float = 900, verbose: bool = True) -> list[RunResult]:
+             cell_timeout: float = 900, verbose: bool = True, venv: Path | None = None,
+             profile_note: str = "") -> list[RunResult]:
     """Build the stand-ins (in ``hf_home``, default a temporary folder) and run each notebook on the colab profile.
 
-    Executed notebooks, figures and ``summary.md`` go to ``out_dir`` (default ``build/colab``).
+    Executed notebooks, figures and ``summary.md`` go to ``out_dir`` (default ``build/colab``). With ``venv`` (one
+    :func:`build_venv` made) the kernel is that environment's Python; else this one's.
     """
     from course_utils.course.hub_standins import build_standins
 
@@ -80,18 +201,20 @@ def rehearse(notebooks: Sequence[Path] | None = None, *, out_dir: Path | None = 
             print(f"building the hub stand-ins in {'a temporary HF_HOME' if hf_home is None else home} ...", flush=True)
         build_standins(home, verbose=verbose)
         results = []
-        with environ({"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}):
+        kernel_env = {"JUPYTER_PATH": str(Path(venv) / "share" / "jupyter")} if venv is not None else {}
+        with environ({"HF_HOME": str(home), "HF_HUB_OFFLINE": "1", **kernel_env}):
             for notebook in notebooks:
                 if verbose:
                     print(f"running {notebook.name} (profile colab, device cpu) ...", flush=True)
                 result = run_notebook(notebook, profile="colab", output=out / "executed" / notebook.name,
                                       figures_file=out / "figures" / f"{notebook.stem}.json",
-                                      cell_timeout=cell_timeout, parameters=rehearsal_parameters(notebook))
+                                      cell_timeout=cell_timeout, parameters=rehearsal_parameters(notebook),
+                                      kernel_name=KERNEL_NAME if venv is not None else "python3")
                 if verbose:
                     print(f"  {result.status} in {result.seconds:.1f} s"
                           + (f" at {result.failed_cell}: {result.error}" if not result.ok else ""), flush=True)
                 results.append(result)
-    markdown = write_summary(results, out, profile="colab (rehearsed on a CPU with hub stand-ins)")
+    markdown = write_summary(results, out, profile=profile_note or "colab (rehearsed on a CPU with hub stand-ins)")
     if verbose:
         print(markdown)
     return results

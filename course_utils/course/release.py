@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import copy
 import re
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
-from course_utils.course import project
+from course_utils.course import colab_runtime, project
 from course_utils.ground import paths
 from course_utils.reporting.claims import claim_problems
 
@@ -83,15 +84,14 @@ def repo_settings(pyproject: Path | None = None) -> dict[str, str]:
 
 
 _SETUP_TEMPLATE = """\
-# Setup: on Google Colab, fetch the workbook and install its helper package, keeping Colab's own torch.
+# Setup: on Google Colab, fetch the workbook and install its helper package, keeping Colab's kernel and torch.
 # Anywhere else (your machine, JupyterHub, CI) this cell does nothing.
 import os
 import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    import contextlib
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
     WORKBOOK_DIR = "/content/llm-workbook"
     WORKBOOK_GIT = "https://github.com/{repo}.git"
@@ -100,28 +100,60 @@ if "google.colab" in sys.modules:
     if not os.path.isdir(WORKBOOK_DIR):
         clone = ["git", "clone", "--depth", "1", "--branch", WORKBOOK_BRANCH, WORKBOOK_GIT, WORKBOOK_DIR]
         subprocess.run(clone, check=True)
-    # Pin the torch family Colab installed, so that no dependency (xformers, for one) swaps it for another build.
-    pins = []
-    for name in ("torch", "torchvision", "torchaudio"):
-        with contextlib.suppress(PackageNotFoundError):
-            pins.append(f"{{name}}=={{version(name)}}")
-    with open("/tmp/keep_colab_torch.txt", "w") as constraints:
-        constraints.write("\\n".join(pins) + "\\n")
-    install = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab_torch.txt",
-               "-e", WORKBOOK_DIR + WORKBOOK_EXTRAS]
-    if "gpu" in WORKBOOK_EXTRAS:  # Unsloth with the versions tested beside it, not whatever pip would resolve
-        install[4:4] = ["-c", WORKBOOK_DIR + "/constraints/colab-gpu.txt"]
-    subprocess.run(install, check=True)
+
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    # Pin the running kernel's packages and Colab's torch family: replacing them under a live kernel breaks it.
+    keep = [f"{{name}}=={{installed(name)}}" for name in (
+        {keep}) if installed(name)]
+    with open("/tmp/keep_colab.txt", "w") as pins:
+        pins.write("\\n".join(keep) + "\\n")
+    tested = WORKBOOK_DIR + "/constraints/colab.txt"  # the versions tested on Colab's published runtime
+    if "gpu" in WORKBOOK_EXTRAS:
+        from packaging.specifiers import SpecifierSet
+
+        with open(WORKBOOK_DIR + "/constraints/colab-gpu.txt") as gpu_pins:
+            unsloth_torch = next(line.split(":", 1)[1].strip() for line in gpu_pins
+                                 if line.startswith("# unsloth torch:"))
+        colab_torch = (installed("torch") or "0").split("+")[0]
+        if colab_torch in SpecifierSet(unsloth_torch):
+            tested = WORKBOOK_DIR + "/constraints/colab-gpu.txt"
+        else:
+            print(f"Colab's torch {{colab_torch}} is outside Unsloth's range (torch{{unsloth_torch}}): installing without "
+                  "Unsloth, so this notebook takes its PEFT path.")
+            WORKBOOK_EXTRAS = ""
+    # What this session has already imported: if the install changes one of them, only a restart loads it.
+    loaded = {{dist: installed(dist) for module, dists in packages_distributions().items()
+              if module in sys.modules for dist in dists}}
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab.txt", "-c", tested,
+                    "-e", WORKBOOK_DIR + WORKBOOK_EXTRAS], check=True)
+    changed = [f"{{dist}} {{old}} -> {{installed(dist)}}" for dist, old in loaded.items() if installed(dist) != old]
+    if changed and not os.path.exists("/tmp/llm-workbook-restarted"):
+        open("/tmp/llm-workbook-restarted", "w").close()  # restart once: after it the install changes nothing
+        print(f"The install upgraded {{', '.join(changed)}}, already imported by this session: restarting the "
+              "runtime once. When it is back, run this cell again.")
+        from IPython import get_ipython
+
+        get_ipython().kernel.do_shutdown(restart=True)  # Colab reconnects to the restarted runtime
+    elif changed:
+        print(f"Still changed after the restart: {{', '.join(changed)}}. If a cell fails, Runtime > Restart session.")
     if WORKBOOK_DIR not in sys.path:
         sys.path.insert(0, WORKBOOK_DIR)
     os.chdir(WORKBOOK_DIR)"""
+
+# The names the setup cell pins to the installed versions: the kernel's own stack and Colab's torch family.
+SETUP_KEEP = colab_runtime.KERNEL + colab_runtime.TORCH
 
 # What Colab reads to open a notebook on a GPU runtime (Runtime > Change runtime type writes the same keys).
 COLAB_GPU_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 
 
 def setup_cell_source(extras: tuple[str, ...] = ()) -> str:
-    """The canonical setup cell: on Colab it clones and installs the workbook, keeping Colab's torch."""
+    """The canonical setup cell: on Colab it clones and installs the workbook, keeping Colab's kernel and torch."""
     for extra in extras:
         if not _EXTRAS_NAME.match(extra):
             raise ValueError(
@@ -129,7 +161,9 @@ def setup_cell_source(extras: tuple[str, ...] = ()) -> str:
             )
     settings = repo_settings()
     extras_text = f"[{','.join(extras)}]" if extras else ""
-    return _SETUP_TEMPLATE.format(repo=settings["github_repo"], branch=settings["branch"], extras=extras_text)
+    keep = textwrap.fill(", ".join(f'"{name}"' for name in SETUP_KEEP), 100, subsequent_indent=" " * 8)
+    return _SETUP_TEMPLATE.format(repo=settings["github_repo"], branch=settings["branch"], extras=extras_text,
+                                  keep=keep)
 
 
 def _setup_extras(source: str) -> tuple[str, ...]:

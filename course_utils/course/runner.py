@@ -109,6 +109,7 @@ def run_notebook(
     cell_timeout: float = 600,
     parameters: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
+    kernel_name: str = "python3",
 ) -> RunResult:
     """Execute one notebook into ``output``; its figures go to ``figures_file``. Never raises for a failing cell."""
     import papermill
@@ -132,7 +133,7 @@ def run_notebook(
                 str(output),
                 parameters={"PROFILE": profile, **(parameters or {})},
                 language="python",
-                kernel_name="python3",
+                kernel_name=kernel_name,
                 cwd=str(cwd or paths.REPO_ROOT),
                 progress_bar=False,
                 execution_timeout=cell_timeout,

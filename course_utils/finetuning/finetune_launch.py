@@ -135,7 +135,7 @@ def access_problems(args: argparse.Namespace) -> list[str]:
     """Why the model of ``args`` cannot be loaded here (an empty list when it can), asked once before any rank starts.
 
     Embedded models, local folders and cached snapshots need nothing; a hub id is checked with the token this
-    machine has (:func:`course_utils.course.hub.access_problem`): the cluster profile's Llama models are gated.
+    machine has (:func:`course_utils.ground.hub.access_problem`): the cluster profile's Llama models are gated.
     """
     from course_utils.ground import hub, profiles, sources
 

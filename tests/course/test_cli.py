@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -134,6 +135,11 @@ def test_rehearse_runs_the_selection_and_fails_with_a_failing_notebook(repo, mon
         return [RunResult(nb, "failed", 1.0) for nb in notebooks]
 
     monkeypatch.setattr("course_utils.course.colab_rehearsal.rehearse", fake_rehearse)
+    monkeypatch.setattr("course_utils.course.colab_rehearsal.build_venv", lambda venv, **kw: Path("/venv"))
+    monkeypatch.setattr("course_utils.course.colab_rehearsal.versions_line", lambda where: "Python 3.11.7")
     assert main(["rehearse", "--only", "01", "--cell-timeout", "60"]) == 1
-    assert seen == {"notebooks": ["01_example.ipynb"], "hf_home": None, "cell_timeout": 60}
+    note = seen.pop("profile_note")
+    assert "Colab runs Python 3.13" in note and "this machine" in note  # where the results are shown
+    assert seen == {"notebooks": ["01_example.ipynb"], "hf_home": None, "cell_timeout": 60, "verbose": True,
+                    "venv": Path("/venv"), "out_dir": paths.build_dir() / "colab" / "colab-venv"}
     assert main(["rehearse", "--only", "07"]) == 2

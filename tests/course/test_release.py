@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -239,42 +240,126 @@ def test_make_student_notebook_is_pure_and_deterministic():
 # --- the setup cell ----------------------------------------------------------------------------------------------
 
 
-def _run_setup(source, monkeypatch, *, on_colab):
-    """Execute the setup cell with git, pip and chdir replaced by a recorder; the commands it would run."""
+def _run_setup(source, monkeypatch, *, on_colab, versions=None, after_install=None, imported=(), printed=None):
+    """Execute the setup cell with git, pip and chdir replaced by a recorder; the commands it would run.
+
+    ``versions`` fakes Colab's installed versions (importlib.metadata), ``after_install`` what pip changes,
+    ``imported`` the distributions this session has imported; the cell's files are read from this repository.
+    """
+    import builtins
+    import importlib.metadata
+
     calls = []
+    state = dict(versions or {})
+
+    def fake_run(cmd, **kwargs):
+        calls.append(list(cmd))
+        if cmd[:4] == [sys.executable, "-m", "pip", "install"]:
+            state.update(after_install or {})
+
+    def fake_version(name):
+        name = re.sub(r"[-_.]+", "-", name).lower()
+        if versions is None:
+            return real_version(name)
+        if name not in state:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return state[name]
+
+    def fake_open(path, *args, **kwargs):
+        path = str(path).replace("/content/llm-workbook", str(paths.REPO_ROOT))
+        return builtins.open(path, *args, **kwargs)
+
+    real_version = importlib.metadata.version
     with monkeypatch.context() as patch:
-        patch.setattr(subprocess, "run", lambda cmd, **kwargs: calls.append(list(cmd)))
+        patch.setattr(subprocess, "run", fake_run)
         patch.setattr("os.chdir", lambda path: calls.append(["chdir", path]))
         patch.setattr("os.path.isdir", lambda path: False)
         patch.setattr(sys, "path", list(sys.path))
+        patch.setattr(importlib.metadata, "version", fake_version)
+        if versions is not None:
+            patch.setattr(importlib.metadata, "packages_distributions",
+                          lambda: {f"mod_{dist}": [dist] for dist in imported})
+            for dist in imported:
+                patch.setitem(sys.modules, f"mod_{dist}", types.ModuleType(f"mod_{dist}"))
         if on_colab:
             patch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
         else:
             patch.delitem(sys.modules, "google.colab", raising=False)
-        exec(compile(source, "<setup cell>", "exec"), {})
+        kernel = types.SimpleNamespace(do_shutdown=lambda restart: calls.append(["restart", restart]))
+        patch.setattr("IPython.get_ipython", lambda: types.SimpleNamespace(kernel=kernel))
+        if printed is not None:
+            patch.setattr(builtins, "print", lambda *a, **k: printed.append(" ".join(map(str, a))))
+        exec(compile(source, "<setup cell>", "exec"), {"open": fake_open})
     return calls
 
 
-def test_setup_cell_clones_and_installs_on_colab(monkeypatch):
+def _constraints(install):
+    return [install[i + 1] for i, arg in enumerate(install) if arg == "-c"]
+
+
+def test_setup_cell_clones_and_installs_on_colab(monkeypatch, tmp_path):
     settings = repo_settings()
     clone, install, chdir = _run_setup(setup_cell_source(), monkeypatch, on_colab=True)
     assert clone[:2] == ["git", "clone"] and "--depth" in clone
     assert (
         f"https://github.com/{settings['github_repo']}.git" in clone and clone[-1] == "/content/llm-workbook"
     )
-    assert install == [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab_torch.txt",
-                       "-e", "/content/llm-workbook"]
+    assert install == [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep_colab.txt",
+                       "-c", "/content/llm-workbook/constraints/colab.txt", "-e", "/content/llm-workbook"]
     assert chdir == ["chdir", "/content/llm-workbook"]
 
 
-def test_setup_cell_installs_extras(monkeypatch):
-    calls = _run_setup(setup_cell_source(("gpu",)), monkeypatch, on_colab=True)
+COLAB = {"torch": "2.11.0+cu128", "torchvision": "0.26.0+cu128", "ipython": "7.34.0", "traitlets": "5.7.1",
+         "ipywidgets": "7.7.1", "numpy": "2.1.3"}
+
+
+def test_setup_cell_pins_the_kernel_and_torch_it_finds(monkeypatch):
+    _run_setup(setup_cell_source(), monkeypatch, on_colab=True, versions=COLAB)
+    pins = set(Path("/tmp/keep_colab.txt").read_text().split())
+    assert {"torch==2.11.0+cu128", "torchvision==0.26.0+cu128", "ipython==7.34.0", "traitlets==5.7.1"} == pins
+
+
+def test_setup_cell_installs_unsloth_where_colabs_torch_is_in_its_range(monkeypatch):
+    printed = []
+    calls = _run_setup(setup_cell_source(("gpu",)), monkeypatch, on_colab=True, versions=COLAB, printed=printed)
     assert calls[1][-1] == "/content/llm-workbook[gpu]"
-    # the GPU path's tested versions (constraints/colab-gpu.txt), beside the pin of Colab's torch
-    assert calls[1][calls[1].index("-c") + 1] == "/content/llm-workbook/constraints/colab-gpu.txt"
-    assert (paths.REPO_ROOT / "constraints" / "colab-gpu.txt").exists()
-    assert "/tmp/keep_colab_torch.txt" in calls[1]
-    assert "colab-gpu.txt" not in " ".join(_run_setup(setup_cell_source(), monkeypatch, on_colab=True)[1])
+    assert _constraints(calls[1]) == ["/tmp/keep_colab.txt", "/content/llm-workbook/constraints/colab-gpu.txt"]
+    assert not any("Unsloth" in line for line in printed)
+
+
+def test_setup_cell_installs_without_unsloth_outside_its_torch_range(monkeypatch):
+    printed = []
+    newer = {**COLAB, "torch": "2.15.0+cu128"}
+    calls = _run_setup(setup_cell_source(("gpu",)), monkeypatch, on_colab=True, versions=newer, printed=printed)
+    assert calls[1][-1] == "/content/llm-workbook"  # no [gpu]: the PEFT path
+    assert _constraints(calls[1]) == ["/tmp/keep_colab.txt", "/content/llm-workbook/constraints/colab.txt"]
+    (line,) = [line for line in printed if "Unsloth" in line]
+    assert "2.15.0" in line and "<2.15" in line and "PEFT" in line
+
+
+def test_setup_cell_restarts_once_when_the_install_changes_an_imported_package(monkeypatch):
+    marker = Path("/tmp/llm-workbook-restarted")
+    marker.unlink(missing_ok=True)
+    printed = []
+    upgrade = {"after_install": {"numpy": "2.2.0"}, "imported": ("numpy",)}
+    calls = _run_setup(setup_cell_source(), monkeypatch, on_colab=True, versions=COLAB, printed=printed, **upgrade)
+    assert ["restart", True] in calls and marker.exists()
+    assert any("numpy 2.1.3 -> 2.2.0" in line and "restarting" in line for line in printed)
+    # the second run (after the restart) changes nothing: no restart
+    calls = _run_setup(setup_cell_source(), monkeypatch, on_colab=True, versions={**COLAB, "numpy": "2.2.0"},
+                       imported=("numpy",))
+    assert not any(call[0] == "restart" for call in calls)
+    # and even if something still changes, it never restarts twice
+    calls = _run_setup(setup_cell_source(), monkeypatch, on_colab=True, versions=COLAB, **upgrade)
+    assert not any(call[0] == "restart" for call in calls)
+    marker.unlink()
+
+
+def test_setup_cell_does_not_restart_when_nothing_imported_changes(monkeypatch):
+    Path("/tmp/llm-workbook-restarted").unlink(missing_ok=True)
+    calls = _run_setup(setup_cell_source(), monkeypatch, on_colab=True, versions=COLAB,
+                       after_install={"datasets": "5.2.0"}, imported=("numpy",))
+    assert not any(call[0] == "restart" for call in calls)
 
 
 def test_setup_cell_does_nothing_outside_colab(monkeypatch):
@@ -541,9 +626,9 @@ def test_every_notebook_opens_on_a_colab_gpu_and_keeps_colabs_torch(folder, monk
         setup = nb.cells[1].source
         calls = _run_setup(setup, monkeypatch, on_colab=True)
         install = next(call for call in calls if call[:4] == [sys.executable, "-m", "pip", "install"])
-        constraints = [install[i + 1] for i, arg in enumerate(install) if arg == "-c"]
-        assert "/tmp/keep_colab_torch.txt" in constraints, name
-        pins = Path("/tmp/keep_colab_torch.txt").read_text().split()
+        constraints = _constraints(install)
+        assert "/tmp/keep_colab.txt" in constraints, name
+        pins = Path("/tmp/keep_colab.txt").read_text().split()
         assert any(pin.startswith("torch==") for pin in pins), (name, pins)
 
 

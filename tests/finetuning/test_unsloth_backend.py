@@ -77,8 +77,8 @@ def test_chat_markers_come_from_the_template():
 
 def test_setup_cell_keeps_colabs_torch_with_or_without_extras():
     with_gpu = release.setup_cell_source(("gpu",))
-    assert "[gpu]" in with_gpu and "keep_colab_torch" in with_gpu
-    assert "keep_colab_torch" in release.setup_cell_source()
+    assert "[gpu]" in with_gpu and "keep_colab.txt" in with_gpu
+    assert "keep_colab.txt" in release.setup_cell_source()
     compile(with_gpu, "setup", "exec")
 
 
