@@ -16,6 +16,7 @@ environment's Python, but it is this machine's Python (3.11 in CI), not Colab's 
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import re
 import subprocess
@@ -86,12 +87,40 @@ class ColabVenv:
     tested: str  # the setup cell's constraints file in constraints/
     extras: tuple[str, ...]
     notebooks: tuple[str, ...]
+    cannot_run_here: str = ""  # why its notebooks need a GPU; the environment is then built and its imports probed
 
 
-# Known: TRL 1.15 (the GPU path's cap) trains through its Triton fused LM head only, so notebook 06 fails here on a
-# CPU (without triton the kernel is None; with it, Triton finds no GPU driver). CI's TRL 1.16 has a CPU path.
-VENVS = (ColabVenv("colab-venv", "colab.txt", (), ("00", "01", "02", "03", "04", "05")),
-         ColabVenv("colab-gpu-venv", "colab-gpu.txt", ("gpu",), ("05", "06")))
+# TRL 1.15 (the GPU path's cap, Unsloth's) trains only through its Triton fused LM head: on a CPU, SFTTrainer's
+# first step fails ("'NoneType' object has no attribute 'apply'" without triton; with it, Triton finds no GPU
+# driver). So the [gpu] environment is built and probed here, and its notebooks run in `make gpu-check`. Notebook 06
+# runs in the first environment: the setup cell's own path where Colab's torch is outside Unsloth's range.
+TRL_NEEDS_A_GPU = ("TRL 1.15's SFTTrainer trains only through its Triton fused LM head, which needs a GPU: "
+                   "notebooks 05 and 06 on these versions run in `make gpu-check`")
+VENVS = (ColabVenv("colab-venv", "colab.txt", (), ("00", "01", "02", "03", "04", "05", "06")),
+         ColabVenv("colab-gpu-venv", "colab-gpu.txt", ("gpu",), (), cannot_run_here=TRL_NEEDS_A_GPU))
+# What the probe of an environment whose notebooks cannot run here checks: the libraries import, at the versions the
+# setup cell's constraints name, and the notebooks' training configuration builds.
+PROBE = """
+import importlib.metadata as m, json, sys
+import peft, transformers, trl, datasets
+from trl import SFTConfig, SFTTrainer
+SFTConfig(output_dir="/tmp/probe", max_steps=1, report_to=[])
+pins = json.loads(sys.argv[1])
+wrong = {n: (m.version(n), v) for n, v in pins.items() if m.version(n) != v}
+assert not wrong, f"installed versions differ from the constraints: {wrong}"
+print(", ".join(f"{n} {m.version(n)}" for n in pins))
+"""
+
+
+def probe_venv(venv: ColabVenv, where: Path) -> str:
+    """Import the training libraries in ``where`` and check their versions against ``venv``'s constraints."""
+    pins = {name: version for name, version in venv_constraints(venv).items()
+            if name in ("transformers", "trl", "datasets", "peft", "accelerate")}
+    done = subprocess.run([str(where / "bin" / "python"), "-c", PROBE, json.dumps(pins)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{venv.name}: the probe failed:\n{done.stderr[-2000:]}")
+    return done.stdout.strip()
 # Colab's CUDA torch is replaced by this machine's CPU build (and what is built for one torch goes with it);
 # setuptools too: torch 2.13 needs >= 77, Colab's 75.2 suits its torch 2.11.
 REPLACED = re.compile(r"^(torch|torchvision|torchaudio|triton|xformers|nvidia-.*|cuda-.*|setuptools)$")
@@ -166,6 +195,9 @@ def rehearse_on_colab_versions(only: Sequence[str] | None = None, *, hf_home: Pa
     results = []
     for venv in VENVS:
         keys = [key for key in venv.notebooks if only is None or any(key.startswith(o[:2]) for o in only)]
+        if venv.cannot_run_here and only is None:
+            where = build_venv(venv, verbose=verbose)
+            print(f"{venv.name}: {probe_venv(venv, where)} import and configure; {venv.cannot_run_here}.", flush=True)
         if not keys:
             continue
         where = build_venv(venv, verbose=verbose)
