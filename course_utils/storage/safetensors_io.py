@@ -669,8 +669,8 @@ def benchmark_reads(path: str | os.PathLike[str], repeats: int = 20, *, progress
     """Median milliseconds of reading the header only, one tensor, and every tensor, ours and the library's.
 
     ``load_file`` memory-maps the file: it returns at once and the bytes are read when first touched, so its time
-    is not a full read; ``read_all`` reads every byte. With ``progress``, a bar counts the reads done (it is
-    updated between the timed calls, never inside one).
+    is not a full read; ``read_all`` reads every byte. With ``progress``, a bar counts the kinds of read timed
+    (it moves between the timings, never inside one).
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
