@@ -63,3 +63,13 @@ def load_script():
 
 # Notebooks under tests/ are fixtures the tests read, not notebooks for nbval to run (`make test` runs solutions/).
 collect_ignore_glob = ["*.ipynb"]
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """No CUDA and no MPS, whatever this machine has: the device and precision rules take their CPU branch."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: False)

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,13 +17,6 @@ from course_utils.ground import profiles
 def offline(monkeypatch):
     """Never probe the network from a test."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def no_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: False)
 
 
 # --- versions ----------------------------------------------------------------------------------------------------

@@ -19,13 +19,6 @@ def offline(monkeypatch):
 
 
 @pytest.fixture
-def no_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: False)
-
-
-@pytest.fixture
 def fake_cuda(monkeypatch):
     """Pretend there is one CUDA GPU; the test sets its compute capability."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
