@@ -104,7 +104,7 @@ PROBE = """
 import importlib.metadata as m, json, sys
 import peft, transformers, trl, datasets
 from trl import SFTConfig, SFTTrainer
-SFTConfig(output_dir="/tmp/probe", max_steps=1, report_to=[])
+SFTConfig(output_dir="/tmp/probe", max_steps=1, report_to=[], use_cpu=True, bf16=False)
 pins = json.loads(sys.argv[1])
 wrong = {n: (m.version(n), v) for n, v in pins.items() if m.version(n) != v}
 assert not wrong, f"installed versions differ from the constraints: {wrong}"

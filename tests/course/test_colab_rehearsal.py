@@ -77,3 +77,16 @@ def test_build_venv_runs_one_install_and_registers_its_kernel(tmp_path, monkeypa
     commands.clear()  # unchanged constraints: nothing to do the second time
     colab_rehearsal.build_venv(colab_rehearsal.VENVS[0], tmp_path / "venv", verbose=False)
     assert commands == []
+
+
+def test_the_probe_of_an_environment_fails_on_versions_other_than_its_constraints(tmp_path):
+    # This venv holds CI's pins (TRL 1.16), not the [gpu] environment's (TRL 1.15): the probe must say so.
+    import sys
+
+    (tmp_path / "bin").mkdir()
+    wrapper = tmp_path / "bin" / "python"  # a script, not a link: a link outside the venv would leave the venv
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    cpu, gpu = colab_rehearsal.VENVS
+    with pytest.raises(RuntimeError, match="installed versions differ from the constraints"):
+        colab_rehearsal.probe_venv(gpu, tmp_path)
