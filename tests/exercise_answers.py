@@ -289,3 +289,7 @@ WRONG: dict[str, list[Mistake]] = {
         Mistake("for seed in (0, 1, 2)", "for seed in (0,)", "one seed per temperature"),
     ],
 }
+WRONG["nb00-debug-inference"] = [
+    Mistake("n_params * 2\n", "n_params * 4\n", "the weights counted in fp32 while the model loads in bf16"),
+    Mistake("kv_cache = 2 * n_layers", "kv_cache = n_layers", "the keys counted, the values forgotten"),
+]
