@@ -435,14 +435,21 @@ def temperature_gradient_table(student_logits: torch.Tensor, teacher_logits: tor
 
 
 @torch.no_grad()
+def hidden_state_mse_columns(students: dict[str, torch.nn.Module], teacher: torch.nn.Module, inputs: torch.Tensor,
+                             layer_map: Sequence[int]) -> dict[str, list[float]]:
+    """``{student name: [MSE to its teacher layer, per student layer]}``: the numbers of :func:`hidden_state_mse`."""
+    distiller = distill.HiddenStateDistiller(layer_map, teacher.config.hidden_size, teacher.config.hidden_size)
+    teacher_hidden = teacher(inputs, output_hidden_states=True).hidden_states
+    return {name: [v.item() for v in distiller.per_layer(model(inputs, output_hidden_states=True).hidden_states,
+                                                         teacher_hidden)]
+            for name, model in students.items()}
+
+
+@torch.no_grad()
 def hidden_state_mse(students: dict[str, torch.nn.Module], teacher: torch.nn.Module, inputs: torch.Tensor,
                      layer_map: Sequence[int]) -> str:
     """Per mapped layer, the hidden-state MSE between each student and the teacher, as a markdown table."""
-    distiller = distill.HiddenStateDistiller(layer_map, teacher.config.hidden_size, teacher.config.hidden_size)
-    teacher_hidden = teacher(inputs, output_hidden_states=True).hidden_states
-    columns = {name: [v.item() for v in distiller.per_layer(model(inputs, output_hidden_states=True).hidden_states,
-                                                            teacher_hidden)]
-               for name, model in students.items()}
+    columns = hidden_state_mse_columns(students, teacher, inputs, layer_map)
     rows = [[f"student {i} -> teacher {j}", *(f"{columns[name][i]:.4f}" for name in students)]
             for i, j in enumerate(layer_map)]
     return markdown_table(["layer pair", *students], rows)
