@@ -43,3 +43,10 @@ def test_seed_spread_figure_numeric_axis_and_refuses_a_single_seed():
     assert list(ax.containers[0].lines[0].get_xdata()) == [4.0, 16.0, 64.0]
     with pytest.raises(ValueError, match="at least two runs"):
         plots.seed_spread_figure({"a": [1.0]}, metric="loss")
+
+
+def test_seed_spread_figure_draws_on_a_given_panel():
+    fig = plots.new_figure(figsize=(6, 2))
+    left, right = fig.subplots(1, 2)
+    assert plots.seed_spread_figure({"a": [1.0, 2.0], "b": [2.0, 3.0]}, metric="loss", ax=right) is fig
+    assert not left.containers and len(right.containers) == 1
