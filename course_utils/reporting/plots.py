@@ -57,10 +57,9 @@ def seed_spread_figure(arms: Any, *, metric: str, xlabel: str = "", title: str =
                 capsize=4)
     if numeric_x:
         ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(label) for label in labels])
     else:
-        ax.set_xticks(xs, [str(label) for label in labels])
         ax.set_xlim(-0.5, len(labels) - 0.5)
+    ax.set_xticks(xs, [str(label) for label in labels])
     seeds = min(len(s.values) for s in spreads)
     ax.set_ylabel(f"{metric} (mean ± spread, {seeds} seeds)")
     if xlabel:
