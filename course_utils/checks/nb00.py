@@ -166,7 +166,7 @@ def inference_gib_debugged(student: Callable[..., float]) -> None:
         what = f"inference_gib for {label}"
         got = _number(call(student, n_params, n_layers, n_kv_heads, head_dim, context, batch,
                            what="inference_gib"), what)
-        weights = n_params * 2 / GIB
+        weights = memory.weights_bytes(n_params, "bf16") / GIB
         cache = memory.kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch, 2) / GIB
         expected = weights + cache
         if not math.isclose(got, expected, rel_tol=1e-6):
