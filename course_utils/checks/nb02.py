@@ -406,7 +406,8 @@ def attention_mask_4d_debugged(student: Callable[[torch.Tensor], Any]) -> None:
     """``attention_mask_4d(attention_mask)``: (batch, 1, seq, seq) booleans for a right-padded causal batch."""
     from course_utils.checks import experiments
 
-    model, tokenizer = experiments._tiny_llama()
+    with experiments._quiet():  # no loading bar in the check's output
+        model, tokenizer = experiments._tiny_llama()
     batch = tokenizer(list(DEBUG_TEXTS), return_tensors="pt", padding=True, padding_side="right")
     batch_size, seq = batch.input_ids.shape
     mask = _tensor(call(student, batch.attention_mask.clone(), what="attention_mask_4d"), "attention_mask_4d",

@@ -213,7 +213,8 @@ def llama_cpp_tensors_debugged(student: Callable[[object], object]) -> None:
 
     from course_utils.checks import experiments
 
-    shared, tokenizer = experiments._tiny_llama()
+    with experiments._quiet():  # no loading bar in the check's output
+        shared, tokenizer = experiments._tiny_llama()
     model = copy.deepcopy(shared)  # the student's code may edit what it is given; the shared copy stays intact
     tensors = call(student, model, what="llama_cpp_tensors")
     expect(isinstance(tensors, dict) and all(isinstance(name, str) and isinstance(value, torch.Tensor)
