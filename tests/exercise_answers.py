@@ -297,3 +297,26 @@ DELEGATING["nb00-debug-inference"] = """\
 def inference_gib(n_params, n_layers, n_kv_heads, head_dim, context, batch=1):
     cache = memory.kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch, 2)
     return (n_params * 2 + cache) / 2**30"""
+WRONG["nb01-debug-converter"] = [
+    Mistake("weights_only=True", "weights_only=False", "the pickle unpickled in full: a hostile file runs its code"),
+    Mistake("        if tensor.data_ptr() in seen:  # a tied weight, already kept under its first name\n"
+            "            continue\n", "        if name == \"lm_head.weight\":\n            continue\n",
+            "the output layer dropped as if every model tied it to the embedding"),
+]
+WRONG["nb02-debug-mask"] = [
+    Mistake("real & causal", "real.expand(-1, 1, seq, seq)", "no causal part: every position sees the whole text"),
+    Mistake(".tril()", ".triu()", "the future visible instead of the past"),
+    Mistake(".tril()", ".tril(diagonal=-1)", "a position may not see itself"),
+]
+WRONG["nb06-debug-converter"] = [
+    Mistake("permute_qk(weight, config.num_key_value_heads)", "permute_qk(weight, config.num_attention_heads)",
+            "the keys reordered as if they had as many heads as the queries"),
+    Mistake('if name.endswith("q_proj.weight"):', 'if name.endswith(("q_proj.weight", "v_proj.weight")):',
+            "the values reordered too, though no rotation touches them"),
+    Mistake('        elif name.endswith("k_proj.weight"):  # grouped-query attention: fewer key heads than query '
+            'heads\n            weight = gguf_io.permute_qk(weight, config.num_key_value_heads)\n', "",
+            "the keys left in transformers' order"),
+]
+DELEGATING["nb06-debug-converter"] = """\
+def llama_cpp_tensors(model):
+    return {name: tensor for name, _, tensor in gguf_io.llama_tensors(model)}"""

@@ -109,6 +109,26 @@ def measured_losses(student: Callable[..., Any], probe: Any, what: str, setting:
     return got, losses
 
 
+def expect_reproduced(probe: Any, what: str, keys: tuple[str, ...], rel: float = 1e-6) -> None:
+    """Measure every row of the probe's table again; fail unless each of ``keys`` agrees (the table is measured).
+
+    The probe records what it measured, so a student's table can differ from a new measurement only where the
+    student's code edited the record, or where the measurement itself does not repeat (then the check says so).
+    """
+    __tracebackhide__ = True
+    for row in probe.rows:
+        settings = ", ".join(f"{name}={row[name]!r}" for name in probe.settings)
+        again = probe.remeasure(row)
+        for key in keys:
+            try:
+                same = math.isclose(float(row[key]), float(again[key]), rel_tol=rel, abs_tol=1e-12)
+            except (TypeError, ValueError, KeyError):
+                same = False
+            expect(same, f"{what}: your table gives {key} = {row.get(key)!r} for {settings}, and measuring it again "
+                         f"gives {again[key]!r}. The table must hold what {probe.name} measured: call it, and leave "
+                         "what it recorded as it is.")
+
+
 def passed_experiment(message: str, probe: Any) -> None:
     """Report a passed experiment, with the table of the runs when the workbook measured them."""
     passed(f"{message} ({probe.about})")
@@ -136,5 +156,5 @@ def tiny_llama_sizes() -> dict[str, int]:
             "mlp": config["intermediate_size"], "vocab": config["vocab_size"], "layers": config["num_hidden_layers"]}
 
 
-__all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal",
+__all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal", "expect_reproduced",
            "expect_tensor_close", "measured_losses", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]

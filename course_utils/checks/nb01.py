@@ -22,6 +22,7 @@ from course_utils.checks import (
     check,
     expect,
     expect_close,
+    expect_reproduced,
     passed,
     passed_experiment,
     run_experiment,
@@ -301,7 +302,8 @@ def _offset_hint(path: Path, header: safetensors_io.SafetensorsHeader, info: saf
 
 
 def dtype_by_the_rule(rows: list[dict[str, Any]]) -> str:
-    """The exercise's rule: of the files at most 55% of fp32's whose next tokens all agree, the closest logits."""
+    """The exercise's rule on the rows measured: of the files at most 55% of fp32's whose next tokens all agree,
+    the closest logits (float32 when none qualifies)."""
     full = next(row["bytes"] for row in rows if row["dtype"] == "float32")
     candidates = [row for row in rows if row["agreement"] == 1.0 and row["bytes"] <= 0.55 * full]
     return min(candidates, key=lambda row: row["max_logit_error"])["dtype"] if candidates else "float32"
@@ -309,22 +311,117 @@ def dtype_by_the_rule(rows: list[dict[str, Any]]) -> str:
 
 @check()
 def save_dtype_experiment(student: Callable[..., Any], probe: Any = None) -> None:
-    """``choose_dtype(save_as)``: save in every dtype, then choose by the rule the exercise states."""
+    """``choose_dtype(save_as)``: save in float32 and the dtypes you choose, then choose by the exercise's rule."""
     from course_utils.checks import experiments
 
     probe = probe or experiments.save_dtype_probe()
     got = run_experiment(student, probe, "choose_dtype")
     measured = probe.values("dtype")
-    expect(set(measured) == set(experiments.SAVE_DTYPES),
-           f"choose_dtype measured {measured}: measure all of {', '.join(experiments.SAVE_DTYPES)} before choosing.")
+    expect("float32" in measured and len(measured) >= 2,
+           f"choose_dtype measured {measured}: measure float32 (the rule's reference) and at least one of "
+           f"{', '.join(d for d in experiments.SAVE_DTYPES if d != 'float32')}, then choose.")
     for row in probe.rows:
         expect(row["bytes"] > 0 and 0.0 <= row["agreement"] <= 1.0 and math.isfinite(row["max_logit_error"]),
                f"a measurement is out of range: {row}")
+    expect_reproduced(probe, "choose_dtype", ("bytes", "max_logit_error", "agreement"))
     expected = dtype_by_the_rule(probe.rows)
     expect(isinstance(got, str), f"choose_dtype: return the dtype's name as a string (e.g. 'float32'), got {got!r}.")
     if got != expected:
         raise CheckFailed(f"choose_dtype returned {got!r}; by the rule (files at most 55% of float32's whose "
                           f"predictions all agree with float32, then the smallest logit error) your table gives "
                           f"{expected!r}. Read the table again.")
-    passed_experiment(f"choose_dtype: {got} by the rule (bytes of model.safetensors, largest logit error "
-           "against float32, share of positions with float32's next token)", probe)
+    passed_experiment(f"choose_dtype: {got} by the rule, from {', '.join(sorted(measured))} (bytes of "
+                      "model.safetensors, largest logit error against float32, share of positions with float32's "
+                      "next token)", probe)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Debugging exercise: a converter from the pickled format that runs, and is wrong
+
+DEBUG_PROMPT = "Once upon a time, a little fox"
+_HOSTILE_RAN: list[str] = []  # what the hostile file's code appended when a loader unpickled it
+
+
+class _HiddenCode:
+    """Pickles as a call of exec: whoever unpickles it without ``weights_only=True`` runs the code (harmless here)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return exec, ("import course_utils.checks.nb01 as m; m._HOSTILE_RAN.append('ran')",)
+
+
+def write_hostile_bin(path: Path) -> None:
+    """A ``pytorch_model.bin`` whose pickle runs a line of Python when loaded unsafely (it only records that it ran)."""
+    import torch
+
+    _HOSTILE_RAN.clear()
+    torch.save({"model.norm.weight": torch.ones(4), "note": _HiddenCode()}, path)
+
+
+def hostile_code_ran() -> bool:
+    """Whether the code hidden in the last :func:`write_hostile_bin` file ran."""
+    return bool(_HOSTILE_RAN)
+
+
+def _converted_logits(student: Callable[..., Any], model_name: str, folder: Path) -> tuple[Any, Any, list[str]]:
+    """Save ``model_name``'s state dict as a pickle, convert it with the student's function, load the folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from course_utils.ground import sources
+
+    model, tokenizer = sources.load_causal_lm(model_name, verbose=False)
+    old, new = folder / "old", folder / "new"
+    old.mkdir()
+    model.save_pretrained(new)  # config.json and generation_config.json; its weights are replaced below
+    (new / "model.safetensors").unlink()
+    torch.save(model.state_dict(), old / "pytorch_model.bin")
+    call(student, old / "pytorch_model.bin", new / "model.safetensors", what="bin_to_safetensors")
+    expect((new / "model.safetensors").exists(), "bin_to_safetensors: write the safetensors file at out_path.")
+    reloaded, info = AutoModelForCausalLM.from_pretrained(new, output_loading_info=True)
+    ids = tokenizer(DEBUG_PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model.eval()(ids).logits, reloaded.eval()(ids).logits, sorted(info["missing_keys"])
+
+
+
+@check()
+def bin_to_safetensors_debugged(student: Callable[..., Any]) -> None:
+    """``bin_to_safetensors(bin_path, out_path)``: a pickled state dict rewritten as safetensors, safely."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the missing-keys report goes into the check's message instead
+    hf_logging.disable_progress_bar()
+    try:
+        with tempfile.TemporaryDirectory(prefix="nb01-debug-") as scratch:
+            for model_name, label in (("tiny-llama", "the tiny Llama (tie_word_embeddings: false)"),
+                                      ("tiny-gpt2", "the tiny GPT-2 (tie_word_embeddings: true)")):
+                folder = Path(scratch) / model_name
+                folder.mkdir()
+                expected, got, missing = _converted_logits(student, model_name, folder)
+                difference = (got - expected).abs().max().item()
+                if difference > 1e-5:
+                    raise CheckFailed(
+                        f"bin_to_safetensors on {label}: the folder loads, but its model computes other logits "
+                        f"(the largest difference is {difference:.3g}; an exact copy gives 0). from_pretrained "
+                        f"found no weights in your file for {missing or 'nothing: every name was there'} and "
+                        "initialised those at random. Compare the names in your file with the state dict's, and "
+                        "section 1's config table with what the converter assumes.")
+            hostile = Path(scratch) / "from_a_stranger.bin"
+            write_hostile_bin(hostile)
+            try:
+                call(student, hostile, Path(scratch) / "from_a_stranger.safetensors", what="bin_to_safetensors")
+            except DelegationError:
+                raise
+            except CheckFailed:
+                pass  # refusing the file is right
+            if hostile_code_ran():
+                raise CheckFailed(
+                    "bin_to_safetensors on a .bin file from a stranger: loading it ran the Python code hidden in "
+                    "its pickle (here it only recorded that it ran; it could as well have read your files or your "
+                    "Hub token). Section 2 says how torch.load can open a pickle without running anything.")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    passed("bin_to_safetensors: tensors only (weights_only=True), every weight kept, a tied one stored once.")

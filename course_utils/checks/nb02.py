@@ -393,3 +393,47 @@ def position_experiment(student: Callable[..., Any], probe: Any = None) -> None:
                                        "rise may have started earlier; measure the positions just before it.")
     shown = "never rises in the positions measured" if got is None else f"rises at position {got}"
     passed_experiment(f"where_loss_rises: the loss {shown}", probe)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Debugging exercise: a padded batch whose mask lets positions see the future
+
+DEBUG_TEXTS = ("Once upon a time, a little fox", "The little dog")
+
+
+@check()
+def attention_mask_4d_debugged(student: Callable[[torch.Tensor], Any]) -> None:
+    """``attention_mask_4d(attention_mask)``: (batch, 1, seq, seq) booleans for a right-padded causal batch."""
+    from course_utils.checks import experiments
+
+    with experiments._quiet():  # no loading bar in the check's output
+        model, tokenizer = experiments._tiny_llama()
+    batch = tokenizer(list(DEBUG_TEXTS), return_tensors="pt", padding=True, padding_side="right")
+    batch_size, seq = batch.input_ids.shape
+    mask = _tensor(call(student, batch.attention_mask.clone(), what="attention_mask_4d"), "attention_mask_4d",
+                   (batch_size, 1, seq, seq))
+    expect(mask.dtype == torch.bool, f"attention_mask_4d: return booleans (True = may attend), got {mask.dtype}.")
+
+    def batched(input_ids: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=input_ids, attention_mask=mask).logits
+
+    logits = batched(batch.input_ids)
+    worst = {}
+    with torch.no_grad():
+        for row, text in enumerate(DEBUG_TEXTS):
+            alone = model(input_ids=tokenizer(text, return_tensors="pt").input_ids).logits[0]
+            worst[text] = (logits[row, : len(alone)] - alone).abs().max().item()
+    if all(value < 1e-4 for value in worst.values()):
+        passed("attention_mask_4d: padding hidden as keys, and each position sees itself and the past only.")
+        return
+    changed = batch.input_ids.clone()
+    last = int(batch.attention_mask[0].sum()) - 1
+    changed[0, last] = (changed[0, last] + 1) % model.config.vocab_size
+    moved = (batched(changed)[0, :last] - logits[0, :last]).abs().max().item()
+    shown = "; ".join(f"{text!r}: {value:.3g}" for text, value in worst.items())
+    raise CheckFailed(
+        f"attention_mask_4d: with your mask, the batch's logits at the real tokens differ from each text run alone "
+        f"(largest difference {shown}; they should agree to float rounding). Changing only the last token of "
+        f"{DEBUG_TEXTS[0]!r} moves the logits at its earlier positions by {moved:.3g}. Section 2's table tells "
+        "what that means for a causal model; then look at which tokens each query of the padded text may see.")

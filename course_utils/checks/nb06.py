@@ -17,6 +17,7 @@ from course_utils.checks import (
     check,
     expect,
     expect_equal,
+    expect_reproduced,
     passed,
     passed_experiment,
     run_experiment,
@@ -172,7 +173,7 @@ SAME_QUALITY = 0.01  # perplexity within 1% of the f32 file's
 
 
 def gguf_by_the_rule(rows: list[dict[str, object]]) -> str:
-    """The smallest file whose perplexity is within 1% of the f32 file's."""
+    """Of the types measured, the smallest file whose perplexity is within 1% of the f32 file's."""
     full = next(float(row["perplexity"]) for row in rows if row["file_type"] == "f32")
     good = [row for row in rows if float(row["perplexity"]) <= (1 + SAME_QUALITY) * full]
     return str(min(good, key=lambda row: row["bytes"])["file_type"])
@@ -180,17 +181,68 @@ def gguf_by_the_rule(rows: list[dict[str, object]]) -> str:
 
 @check()
 def gguf_experiment(student: Callable[..., object], probe: object = None) -> None:
-    """``choose_gguf(export_as)``: write every type, then choose the smallest that scores like f32."""
+    """``choose_gguf(export_as)``: write f32 and the types you choose, then the smallest that scores like f32."""
     from course_utils.checks import experiments
 
     probe = probe or experiments.gguf_type_probe()
     got = run_experiment(student, probe, "choose_gguf")
     measured = probe.values("file_type")
-    expect(set(measured) == set(gguf_io.FILE_TYPES),
-           f"choose_gguf measured {measured}: write all of {', '.join(gguf_io.FILE_TYPES)} before choosing.")
+    expect("f32" in measured and len(measured) >= 2,
+           f"choose_gguf measured {measured}: write f32 (the rule's reference) and at least one of "
+           f"{', '.join(t for t in gguf_io.FILE_TYPES if t != 'f32')}, then choose.")
     for row in probe.rows:
         expect(row["bytes"] > 0 and row["perplexity"] >= 1, f"a measurement is out of range: {row}")
+    expect_reproduced(probe, "choose_gguf", ("bytes", "perplexity"))
     expected = gguf_by_the_rule(probe.rows)
     expect(got == expected, f"choose_gguf returned {got!r}; by the rule (the smallest file whose perplexity is "
                             f"within 1% of f32's) your table gives {expected!r}.")
-    passed_experiment(f"choose_gguf: {got}, the smallest file that scores like f32", probe)
+    passed_experiment(f"choose_gguf: {got}, the smallest of {', '.join(sorted(measured))} that scores like f32",
+                      probe)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Debugging exercise: a converter whose file loads and computes something else
+
+DEBUG_PROMPT = "Once upon a time, a little fox"
+
+
+@check(forbids=("course_utils.storage.gguf_io.llama_tensors", "course_utils.storage.gguf_io.write_gguf"))
+def llama_cpp_tensors_debugged(student: Callable[[object], object]) -> None:
+    """``llama_cpp_tensors(model)``: every weight under its GGUF name, in the row order llama.cpp computes with."""
+    import copy
+
+    from course_utils.checks import experiments
+
+    with experiments._quiet():  # no loading bar in the check's output
+        shared, tokenizer = experiments._tiny_llama()
+    model = copy.deepcopy(shared)  # the student's code may edit what it is given; the shared copy stays intact
+    tensors = call(student, model, what="llama_cpp_tensors")
+    expect(isinstance(tensors, dict) and all(isinstance(name, str) and isinstance(value, torch.Tensor)
+                                             for name, value in tensors.items()),
+           "llama_cpp_tensors: return a dict from GGUF tensor names (such as 'blk.0.attn_q.weight') to tensors.")
+    ids = tokenizer(DEBUG_PROMPT, return_tensors="pt").input_ids
+    with tempfile.TemporaryDirectory(prefix="nb06-debug-") as folder, experiments._no_gguf_bar():
+        path = Path(folder) / "tiny-llama-f32.gguf"
+        gguf_io.write_gguf(shared, tokenizer, path, "f32", tensors=tensors)
+        try:
+            reread, _ = gguf_io.load_with_transformers(path)
+        except Exception as exc:  # noqa: BLE001 - a file transformers cannot read is the symptom itself
+            raise CheckFailed(f"llama_cpp_tensors: transformers' GGUF reader cannot load the file written from "
+                              f"your tensors: {type(exc).__name__}: {exc}") from None
+    with torch.no_grad():
+        expected, got = shared(ids).logits, reread(ids).logits
+        relative = ((got - expected).abs().max() / expected.abs().max()).item()
+        original = shared.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:]
+        continued = reread.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:]
+    if not relative < 1e-5:
+        same = int((original == continued).sum())
+        raise CheckFailed(
+            f"llama_cpp_tensors: the f32 file written from your tensors loads, but transformers' GGUF reader "
+            f"(which undoes llama.cpp's row order as llama.cpp computes with it) rebuilds a different model: its "
+            f"logits differ from the original's by {relative:.2f} of the largest logit, and its greedy "
+            f"continuation of {DEBUG_PROMPT!r} shares {same} of {len(original)} tokens "
+            f"({tokenizer.decode(continued)!r} instead of {tokenizer.decode(original)!r}). An f32 file should "
+            "differ by rounding only. Compare each kind of tensor your function writes (attn_q, attn_k, attn_v, "
+            "...) with the model's, and the rows each one needs reordered with the head counts in the file's metadata (printed above).")
+    passed("llama_cpp_tensors: q rows reordered per query head, k rows per key/value head, everything else "
+           "as it is.")

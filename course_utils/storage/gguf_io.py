@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,10 +248,12 @@ def llama_tensors(model: Any, *, permute: bool = True) -> list[tuple[str, str, t
 
 
 def write_gguf(model: Any, tokenizer: Any, path: str | Path, file_type: str = "f16", *, name: str | None = None,
-               permute: bool = True) -> GgufFile:
+               permute: bool = True, tensors: Mapping[str, torch.Tensor] | None = None) -> GgufFile:
     """Write a transformers Llama model and its tokenizer as one GGUF file (``f32``, ``f16`` or ``q8_0``).
 
-    ``permute=False`` skips the q/k reordering: only to show what goes wrong without it.
+    ``permute=False`` skips the q/k reordering: only to show what goes wrong without it. ``tensors`` (GGUF name ->
+    tensor) replaces the model's own converted weights: a converter under test writes what it made, with the
+    model's sizes and tokenizer around it.
     """
     import gguf
 
@@ -297,7 +299,9 @@ def write_gguf(model: Any, tokenizer: Any, path: str | Path, file_type: str = "f
     if meta["chat_template"]:
         writer.add_chat_template(meta["chat_template"])
     records = []
-    for gguf_tensor_name, hf_name, tensor in llama_tensors(model, permute=permute):
+    converted = llama_tensors(model, permute=permute) if tensors is None else \
+        [(gguf_tensor_name, "", tensor) for gguf_tensor_name, tensor in tensors.items()]
+    for gguf_tensor_name, hf_name, tensor in converted:
         ggml_type = _tensor_type(tensor, file_type)
         data = _encode(tensor, ggml_type)
         if ggml_type == "q8_0":

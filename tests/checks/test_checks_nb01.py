@@ -169,3 +169,47 @@ def test_read_tensor_by_offsets_passes(capsys):
 def test_read_tensor_by_offsets_fails(wrong, message):
     with pytest.raises(CheckFailed, match=message):
         nb01.read_tensor_by_offsets(wrong)
+
+
+# --- the debugging exercise: bin_to_safetensors -------------------------------------------------------------------
+
+
+def _converter(weights_only=True, drop_head=False):
+    from safetensors.torch import save_file
+
+    def bin_to_safetensors(bin_path, out_path):
+        state = torch.load(bin_path, map_location="cpu", weights_only=weights_only)
+        kept, seen = {}, set()
+        for name, tensor in state.items():
+            if (drop_head and name == "lm_head.weight") or (not drop_head and tensor.data_ptr() in seen):
+                continue
+            seen.add(tensor.data_ptr())
+            kept[name] = tensor.contiguous()
+        save_file(kept, out_path, metadata={"format": "pt"})
+
+    return bin_to_safetensors
+
+
+def test_bin_to_safetensors_passes_the_fixed_version(capsys):
+    nb01.bin_to_safetensors_debugged(_converter())
+    assert capsys.readouterr().out.startswith("\u2713 bin_to_safetensors")
+    assert not nb01.hostile_code_ran()
+
+
+def _naive(bin_path, out_path):
+    from safetensors.torch import save_file
+
+    save_file(torch.load(bin_path, weights_only=True), out_path)
+
+
+@pytest.mark.parametrize(("wrong", "symptom"), [
+    (_stub, "not written yet"),
+    (_converter(weights_only=False, drop_head=True), "other logits"),  # the colleague's version: both bugs
+    (_converter(weights_only=False), "ran the Python code"),
+    (_converter(drop_head=True), "other logits"),
+    (_naive, "share memory"),  # every tensor kept: a tied pair cannot be saved twice
+])
+def test_bin_to_safetensors_fails_on_the_bugs_with_a_symptom(wrong, symptom):
+    with pytest.raises(CheckFailed, match=symptom) as failure:
+        nb01.bin_to_safetensors_debugged(wrong)
+    assert "weights_only" not in str(failure.value)

@@ -212,3 +212,29 @@ def _attend(q, k, v, *, tile=False, causal=True, scale=True, offset=True):
 ])
 def test_gqa_fails(wrong, message):
     _fails(nb02.grouped_query_attention, wrong, message)
+
+
+# --- the debugging exercise: attention_mask_4d --------------------------------------------------------------------
+
+
+def mask_fixed(attention_mask):
+    seq = attention_mask.shape[1]
+    return attention_mask.bool()[:, None, None, :] & torch.ones(seq, seq, dtype=torch.bool).tril()
+
+
+def test_attention_mask_4d_passes_the_fixed_version(capsys):
+    nb02.attention_mask_4d_debugged(mask_fixed)
+    assert capsys.readouterr().out.startswith("\u2713 attention_mask_4d")
+
+
+@pytest.mark.parametrize("wrong", [
+    _stub,
+    lambda m: m.bool()[:, None, None, :].expand(-1, 1, m.shape[1], m.shape[1]),  # the colleague's: no causal part
+    lambda m: m.bool()[:, None, None, :] & torch.ones(m.shape[1], m.shape[1], dtype=torch.bool).triu(),
+    lambda m: m.bool()[:, None, None, :] & torch.ones(m.shape[1], m.shape[1], dtype=torch.bool).tril(-1),
+    lambda m: mask_fixed(m).float(),
+])
+def test_attention_mask_4d_fails_on_the_bugs_with_a_symptom(wrong):
+    with pytest.raises(CheckFailed) as failure:
+        nb02.attention_mask_4d_debugged(wrong)
+    assert "tril" not in str(failure.value)

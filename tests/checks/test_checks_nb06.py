@@ -163,3 +163,53 @@ def _drops_settings(adapter_dir, base, out_dir):
 def test_point_adapter_at_fails(wrong, message):
     with pytest.raises(CheckFailed, match=message):
         nb06.point_adapter_at(wrong)
+
+
+# --- the debugging exercise: llama_cpp_tensors --------------------------------------------------------------------
+
+
+def _converter(q_heads="num_attention_heads", k_heads="num_key_value_heads", permute_v=False):
+    """A converter that reorders q with ``q_heads``, k with ``k_heads`` (None: not at all), v too if asked."""
+
+    def llama_cpp_tensors(model):
+        config, tensors = model.config, {}
+        for name, weight in model.state_dict().items():
+            if name.endswith("q_proj.weight"):
+                weight = gguf_io.permute_qk(weight, getattr(config, q_heads))
+            elif name.endswith("k_proj.weight") and k_heads:
+                weight = gguf_io.permute_qk(weight, getattr(config, k_heads))
+            elif name.endswith("v_proj.weight") and permute_v:
+                weight = gguf_io.permute_qk(weight, config.num_attention_heads)
+            tensors[gguf_io.gguf_name(name)] = weight
+        return tensors
+
+    return llama_cpp_tensors
+
+
+def test_llama_cpp_tensors_passes_the_fixed_version(capsys):
+    nb06.llama_cpp_tensors_debugged(_converter())
+    assert capsys.readouterr().out.startswith("\u2713 llama_cpp_tensors")
+
+
+@pytest.mark.parametrize("wrong", [
+    _stub,
+    _converter(k_heads="num_attention_heads", permute_v=True),  # the colleague's version: both bugs
+    _converter(k_heads="num_attention_heads"),  # only the keys' head count wrong
+    _converter(permute_v=True),  # only the values reordered
+    _converter(k_heads=None),  # the keys forgotten
+    lambda model: {name: t for name, _, t in gguf_io.llama_tensors(model, permute=False)},  # no reordering at all
+])
+def test_llama_cpp_tensors_fails_on_the_bugs_with_a_symptom(wrong):
+    with pytest.raises(CheckFailed) as failure:
+        nb06.llama_cpp_tensors_debugged(wrong)
+    message = str(failure.value)
+    if wrong is not _stub:
+        assert "different model" in message and "num_key_value_heads" not in message
+
+
+def test_llama_cpp_tensors_refuses_the_workbook_converter():
+    from course_utils.checks import DelegationError
+    from course_utils.storage import gguf_io as real
+
+    with pytest.raises(DelegationError, match="llama_tensors"):
+        nb06.llama_cpp_tensors_debugged(lambda model: {name: t for name, _, t in real.llama_tensors(model)})

@@ -93,10 +93,36 @@ def test_save_dtype_experiment():
 
     nb01.save_dtype_experiment(by_rule, _dtypes())
     assert nb01.dtype_by_the_rule([{"dtype": "float32", **_DTYPES["float32"]}]) == "float32"
-    with pytest.raises(CheckFailed, match="measure all of"):
+    with pytest.raises(CheckFailed, match="measure float32"):
         nb01.save_dtype_experiment(lambda save_as: save_as("float32") and "float32", _dtypes())
+    with pytest.raises(CheckFailed, match="measure float32"):
+        nb01.save_dtype_experiment(lambda save_as: [save_as(d) for d in ("bfloat16", "float16")] and "bfloat16",
+                                   _dtypes())
     with pytest.raises(CheckFailed, match="your table gives 'bfloat16'"):
         nb01.save_dtype_experiment(lambda save_as: [save_as(d) for d in _DTYPES] and "float16", _dtypes())
+
+
+def test_save_dtype_experiment_accepts_the_students_choice_of_dtypes():
+    def by_rule_on(dtypes):
+        def choose(save_as):
+            return nb01.dtype_by_the_rule([{"dtype": d, **save_as(d)} for d in dtypes])
+        return choose
+
+    nb01.save_dtype_experiment(by_rule_on(("float32", "float16")), _dtypes())  # float16 disagrees: float32
+    nb01.save_dtype_experiment(by_rule_on(("bfloat16", "float32")), _dtypes())
+    with pytest.raises(CheckFailed, match="your table gives 'float32'"):  # the answer of a table it did not make
+        nb01.save_dtype_experiment(lambda save_as: [save_as(d) for d in ("float32", "float16")] and "bfloat16",
+                                   _dtypes())
+
+
+def test_save_dtype_experiment_fails_on_a_table_edited_by_hand():
+    def edited(save_as):
+        save_as("float32"), save_as("float16")
+        save_as.rows[-1]["agreement"] = 1.0  # "close enough"
+        return nb01.dtype_by_the_rule(save_as.rows)
+
+    with pytest.raises(CheckFailed, match="measuring it again"):
+        nb01.save_dtype_experiment(edited, _dtypes())
 
 
 def _losses(curve):
@@ -311,8 +337,21 @@ def test_gguf_experiment():
     nb06.gguf_experiment(choose_gguf, _types(rows))
     with pytest.raises(CheckFailed, match="your table gives 'f16'"):
         nb06.gguf_experiment(lambda export_as: [export_as(t) for t in rows] and "q8_0", _types(rows))
-    with pytest.raises(CheckFailed, match="write all of"):
+    with pytest.raises(CheckFailed, match="write f32"):
         nb06.gguf_experiment(lambda export_as: export_as("f16") and "f16", _types(rows))
+    # another choice of types, with the rule applied to its own table
+    nb06.gguf_experiment(lambda export_as: nb06.gguf_by_the_rule(
+        [{"file_type": t, **export_as(t)} for t in ("q8_0", "f32")]), _types(rows))
+    with pytest.raises(CheckFailed, match="your table gives 'f32'"):
+        nb06.gguf_experiment(lambda export_as: [export_as(t) for t in ("f32", "q8_0")] and "f16", _types(rows))
+
+    def edited(export_as):
+        export_as("f32"), export_as("q8_0")
+        export_as.rows[-1]["perplexity"] = 2.0  # the loss typed away
+        return "q8_0"
+
+    with pytest.raises(CheckFailed, match="measuring it again"):
+        nb06.gguf_experiment(edited, _types(rows))
 
 
 @pytest.mark.slow
