@@ -19,6 +19,7 @@ from course_utils.checks import (
     expect,
     expect_close,
     expect_tensor_close,
+    library_calls,
     measured_losses,
     passed,
     passed_experiment,
@@ -77,7 +78,9 @@ def _attention_inputs(seed: int, batch: int = 2, heads: int = 3, time: int = 5, 
     return tuple(torch.randn(batch, heads, time, dim, generator=g) for _ in range(3))
 
 
-@check(forbids=("course_utils.models.gpt.explicit_attention", "course_utils.models.arch.grouped_query_attention"))
+@check(forbids=("course_utils.models.gpt.explicit_attention", "course_utils.models.arch.grouped_query_attention",
+                *library_calls("this exercise asks you to write causal attention yourself",
+                               "torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention")))
 def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """``causal_attention(q, k, v)`` with shapes (batch, heads, time, head_dim): ``softmax(QK^T/sqrt(d) + mask) V``."""
     for seed, dims in ((0, {}), (1, {"time": 7, "dim": 16}), (2, {"batch": 1, "heads": 1, "time": 4, "dim": 4})):
@@ -119,7 +122,10 @@ def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
 # ------------------------------------------------------------------------------------------ sampling probabilities
 @check(forbids=(
     "course_utils.training.sampling.next_token_probs", "course_utils.training.sampling.top_k_filter",
-    "course_utils.training.sampling.softmax_with_temperature"
+    "course_utils.training.sampling.softmax_with_temperature",
+    # transformers' generate() applies these two warpers to the logits: the very step this exercise asks for
+    *library_calls("this exercise asks you to write temperature and top-k yourself",
+                   "transformers.TemperatureLogitsWarper", "transformers.TopKLogitsWarper"),
 ))
 def sampling_probs(student: Callable[[torch.Tensor, float, int | None], torch.Tensor]) -> None:
     """``sampling_probs(logits, temperature, top_k)`` -> the probabilities multinomial sampling draws from."""
