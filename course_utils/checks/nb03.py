@@ -1,6 +1,6 @@
 """Checks for Notebook 03 (pretraining a GPT): sliding windows, causal attention, sampling probabilities,
 the warm-up + cosine schedule, Chinchilla's compute-optimal size, and the experiment that finds the fastest learning
-rate."""
+rate; and :func:`your_piece`, which puts the student's attention, schedule and sampling step into the model."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from course_utils.checks import (
     measured_losses,
     passed,
     passed_experiment,
+    pieces,
 )
 from course_utils.training import scaling
 from course_utils.training.sampling import next_token_probs
@@ -249,3 +250,19 @@ def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
            "must have a worse one on either side).")
     passed_experiment(f"find_fastest_lr: {best:g} trains fastest, with {max(below):g} and {min(above):g} on either side both "
            f"worse", probe)
+
+
+# ---------------------------------------------------------------------------------- the model, from your pieces
+# For each piece the model uses: a small call that tells a written function from the stub, and what stands in.
+_PIECES: dict[str, tuple[Callable[[], tuple[Any, ...]], str]] = {
+    "causal attention": (lambda: _attention_inputs(0, batch=1, heads=1, time=3, dim=4),
+                         "the reference (F.scaled_dot_product_attention)"),
+    "learning-rate schedule": (lambda: (3, 20, 5, 1e-3, 1e-4), "the reference (train.lr_at)"),
+    "sampling step": (lambda: (torch.tensor([1.0, 3.0, 2.0]), 1.0, 2), "the reference (sampling.next_token_probs)"),
+}
+
+
+def your_piece(piece: str, yours: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """Your function for ``piece`` (one of :data:`_PIECES`) if written, else None: the reference stands in."""
+    probe, reference = _PIECES[piece]
+    return pieces.your_piece(piece, yours, *probe(), reference=reference)
