@@ -425,3 +425,20 @@ def q8_0_quantize(x):
     raw = torch.from_numpy(quantize(x.reshape(-1, 32).numpy(), GGMLQuantizationType.Q8_0).reshape(-1, 34))
     return raw[:, :2].contiguous().view(torch.float16).flatten(), raw[:, 2:].contiguous().view(torch.int8)"""},
 }
+WRONG["nb03-debug-validation"] = [
+    Mistake("    model.eval()\n", "", "dropout left on while measuring"),
+    Mistake("""    with torch.no_grad():
+        for i, (inputs, targets) in enumerate(loader):
+            if i == max_batches:
+                break
+            losses.append(train.lm_loss(model, inputs.to(device), targets.to(device)).item())""",
+            """    for i, (inputs, targets) in enumerate(loader):
+        if i == max_batches:
+            break
+        losses.append(train.lm_loss(model, inputs.to(device), targets.to(device)).item())""",
+            "the autograd graph recorded for a measurement"),
+    Mistake("model.train(was_training)", "model.train()", "handed back in training mode, whatever mode it came in"),
+]
+DELEGATING["nb03-debug-validation"] = """\
+def validation_loss(model, loader, max_batches=5):
+    return train.evaluate(model, loader, next(model.parameters()).device, max_batches)"""
