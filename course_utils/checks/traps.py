@@ -86,7 +86,7 @@ def _refuse(original: Any) -> None:
 def _function_trap(original: Callable[..., Any]) -> Callable[..., Any]:
     def trap(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        if _armed:
+        if _armed and _active.get(id(original)):  # a trap kept past its forbid() refuses nothing
             _refuse(original)
         return original(*args, **kwargs)
 
@@ -97,7 +97,7 @@ def _function_trap(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _class_trap(original: type) -> type | Callable[..., Any]:
     def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:  # noqa: N807 - it is the class's __new__
-        if _armed:
+        if _armed and _active.get(id(original)):  # a trap kept past its forbid() refuses nothing
             _refuse(original)
         return original(*args, **kwargs)  # an instance of the original class, initialised once
 

@@ -228,3 +228,12 @@ def test_the_innermost_check_gives_its_reason():
             torch.nn.functional.scaled_dot_product_attention(q, q, q)
         with traps.student_code(), pytest.raises(DelegationError, match="outer reason"):
             torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+
+def test_a_trap_kept_past_its_forbid_refuses_nothing():
+    with traps.forbid([SDPA]):
+        kept = torch.nn.functional.scaled_dot_product_attention  # e.g. a default argument bound to the trap
+    q = torch.randn(1, 1, 2, 2)
+    with traps.student_code() as region:
+        assert torch.equal(kept(q, q, q), torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    assert region.tripped is None
