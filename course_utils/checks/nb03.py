@@ -320,7 +320,8 @@ def validation_loss_debugged(student: Callable[..., Any]) -> None:
                 "each batch's activations are kept for it: on a large model that is the memory of training.")
         if after != mode_training:
             raise CheckFailed(
-                f"{what}: the model came in in {mode} mode and left in {'training' if after else 'eval'} mode. "
+                f"{what}: the model was in {mode} mode when your function got it, and in "
+                f"{'training' if after else 'eval'} mode when it gave it back. "
                 "train.train evaluates in the middle of training: the steps after an evaluation must train in the "
                 "mode they trained in before it.")
         expect(len(inside) == 2 * max_batches,
