@@ -144,5 +144,6 @@ def tiny_llama_sizes() -> dict[str, int]:
             "mlp": config["intermediate_size"], "vocab": config["vocab_size"], "layers": config["num_hidden_layers"]}
 
 
-__all__ = ["CheckFailed", "DelegationError", "LibraryCall", "call", "check", "expect", "expect_close", "expect_equal",
-           "expect_tensor_close", "library_calls", "measured_losses", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]
+__all__ = ["CheckFailed", "DelegationError", "LibraryCall", "call", "check", "expect", "expect_close",
+           "expect_equal", "expect_tensor_close", "library_calls", "measured_losses", "passed", "passed_experiment",
+           "run_experiment", "tiny_llama_sizes"]

@@ -252,8 +252,8 @@ def exponent_entropy(student: Callable[[Any], Any]) -> None:
 @check(forbids=(
     "course_utils.storage.safetensors_io.read_tensor", "course_utils.storage.safetensors_io.tensor_from_bytes",
     "course_utils.storage.safetensors_io.read_rows", "course_utils.storage.safetensors_io.read_all",
-    *library_calls("this exercise asks you to read the tensor yourself, from its offsets", "safetensors.safe_open",
-                   "safetensors.torch.load_file", "safetensors.torch.load"),
+    *library_calls("this exercise asks you to read the tensor yourself, from its offsets",
+                   "safetensors.safe_open", "safetensors.torch.load_file", "safetensors.torch.load"),
 ))
 def read_tensor_by_offsets(student: Callable[..., Any]) -> None:
     """``read_tensor_by_offsets(path, header_size, entry)``: the tensor, read from 8 + N + start."""

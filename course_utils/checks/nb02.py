@@ -95,8 +95,8 @@ def causal_lm_loss(student: Callable[[torch.Tensor, torch.Tensor], Any]) -> None
 
 
 @check(forbids=("course_utils.models.arch.rms_norm", "course_utils.models.arch.RMSNorm",
-                *library_calls("this exercise asks you to write RMSNorm yourself", "torch.nn.functional.rms_norm",
-                               "torch.rms_norm", "torch.nn.RMSNorm")))
+                *library_calls("this exercise asks you to write RMSNorm yourself",
+                               "torch.nn.functional.rms_norm", "torch.rms_norm", "torch.nn.RMSNorm")))
 def rms_norm(student: Callable[..., Any]) -> None:
     """``rms_norm(x, weight, eps)`` equals ``LlamaRMSNorm`` with the same weight and eps."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm

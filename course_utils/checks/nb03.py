@@ -1,6 +1,7 @@
 """Checks for Notebook 03 (pretraining a GPT): sliding windows, causal attention, sampling probabilities,
 the warm-up + cosine schedule, Chinchilla's compute-optimal size, and the experiment that finds the fastest learning
-rate; and :func:`your_piece`, which puts the student's attention, schedule and sampling step into the model."""
+rate; and :func:`your_piece`, which puts the student's attention, schedule and sampling step into the
+model."""
 
 from __future__ import annotations
 
@@ -79,9 +80,11 @@ def _attention_inputs(seed: int, batch: int = 2, heads: int = 3, time: int = 5, 
     return tuple(torch.randn(batch, heads, time, dim, generator=g) for _ in range(3))
 
 
-@check(forbids=("course_utils.models.gpt.explicit_attention", "course_utils.models.arch.grouped_query_attention",
-                *library_calls("this exercise asks you to write causal attention yourself",
-                               "torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention")))
+@check(forbids=(
+    "course_utils.models.gpt.explicit_attention", "course_utils.models.arch.grouped_query_attention",
+    *library_calls("this exercise asks you to write causal attention yourself",
+                   "torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention"),
+))
 def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """``causal_attention(q, k, v)`` with shapes (batch, heads, time, head_dim): ``softmax(QK^T/sqrt(d) + mask) V``."""
     for seed, dims in ((0, {}), (1, {"time": 7, "dim": 16}), (2, {"batch": 1, "heads": 1, "time": 4, "dim": 4})):
@@ -252,13 +255,14 @@ def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
            f"worse", probe)
 
 
-# ---------------------------------------------------------------------------------- the model, from your pieces
+# ------------------------------------------------------------------------------ the model, from your pieces
 # For each piece the model uses: a small call that tells a written function from the stub, and what stands in.
 _PIECES: dict[str, tuple[Callable[[], tuple[Any, ...]], str]] = {
     "causal attention": (lambda: _attention_inputs(0, batch=1, heads=1, time=3, dim=4),
                          "the reference (F.scaled_dot_product_attention)"),
     "learning-rate schedule": (lambda: (3, 20, 5, 1e-3, 1e-4), "the reference (train.lr_at)"),
-    "sampling step": (lambda: (torch.tensor([1.0, 3.0, 2.0]), 1.0, 2), "the reference (sampling.next_token_probs)"),
+    "sampling step": (lambda: (torch.tensor([1.0, 3.0, 2.0]), 1.0, 2),
+                      "the reference (sampling.next_token_probs)"),
 }
 
 

@@ -239,8 +239,8 @@ def check(*, forbids: Sequence[Reference] = ()) -> Callable[[F], F]:
     """Declare an exercise check: the references its exercise must not call, and a traceback that hides the check.
 
     ``forbids`` holds the workbook's references by dotted name and the libraries' implementations as
-    :class:`LibraryCall` (see :func:`library_calls`). While the check runs, they are traps (see :func:`forbid`) in the modules and in the globals of the
-    student functions it was given. A failing check re-raises its :class:`CheckFailed` without the check's own
+    :class:`LibraryCall` (see :func:`library_calls`). While the check runs, they are traps (see :func:`forbid`)
+    in the modules and in the globals of the student functions it was given. A failing check re-raises its :class:`CheckFailed` without the check's own
     frames, so the student sees the message, not the lines that compute the expected answer.
     """
     references = tuple(forbids)

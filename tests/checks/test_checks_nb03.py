@@ -198,7 +198,7 @@ def test_validation_loss_passes_the_fixed_version(capsys):
     (_validation_loss(eval_mode=False, no_grad=False, restore=False), "what does dropout do"),  # the colleague's
     (_validation_loss(eval_mode=False), "what does dropout do"),
     (_validation_loss(no_grad=False), "recorded the autograd graph"),
-    (_validation_loss(restore=False), "in eval mode when your function got it, and in training mode when it gave it back"),
+    (_validation_loss(restore=False), "eval mode when your function got it, and in training mode when it gave"),
     (lambda model, loader, max_batches=5: _validation_loss()(model, loader, max_batches + 1), "batches per call"),
     (lambda model, loader, max_batches=5: "low", "expected a number"),
 ])
