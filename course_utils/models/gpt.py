@@ -8,8 +8,7 @@ Attention runs through ``F.scaled_dot_product_attention`` (fused kernels, FlashA
 with ``attention="explicit"``, through the textbook ``softmax(Q K^T / sqrt(d)) V`` with a causal mask: same
 numbers, more memory. ``GPT(cfg, attention=fn)`` attends with ``fn(q, k, v)`` instead (notebook 03 trains with
 the student's own causal attention). :func:`to_hf_gpt2` / :func:`save_hf` export the weights to Hugging Face's
-GPT-2 format so
-``AutoModelForCausalLM`` loads them; :func:`from_hf_gpt2` goes the other way.
+GPT-2 format so ``AutoModelForCausalLM`` loads them; :func:`from_hf_gpt2` goes the other way.
 """
 
 from __future__ import annotations
