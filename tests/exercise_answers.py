@@ -320,3 +320,148 @@ WRONG["nb06-debug-converter"] = [
 DELEGATING["nb06-debug-converter"] = """\
 def llama_cpp_tensors(model):
     return {name: tensor for name, _, tensor in gguf_io.llama_tensors(model)}"""
+
+# A library's own implementation of the exercise, called instead of computing: for every LibraryCall a check
+# forbids (grade_id -> the call's dotted name -> the answer that calls it), refused with the call's own message.
+DELEGATING_TO_LIBRARY: dict[str, dict[str, str]] = {
+    "nb01-parse-header": {"safetensors.safe_open": """\
+def parse_safetensors_header(path):
+    with open(path, "rb") as f:
+        header_size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(header_size))
+    with safe_open(path, "pt") as f:  # the metadata, read by the library
+        metadata = f.metadata() or {}
+    header.pop("__metadata__", None)
+    return header_size, metadata, header"""},
+    "nb01-read-tensor": {
+        "safetensors.safe_open": """\
+def read_tensor_by_offsets(path, header_size, entry):
+    with safe_open(path, "pt") as f:
+        for name in f.keys():
+            tensor = f.get_tensor(name)
+            if list(tensor.shape) == entry["shape"]:
+                return tensor""",
+        "safetensors.torch.load_file": """\
+def read_tensor_by_offsets(path, header_size, entry):
+    return next(t for t in load_file(path).values() if list(t.shape) == entry["shape"])""",
+        "safetensors.torch.load": """\
+def read_tensor_by_offsets(path, header_size, entry):
+    with open(path, "rb") as f:
+        tensors = load(f.read())
+    return next(t for t in tensors.values() if list(t.shape) == entry["shape"])""",
+    },
+    "nb02-rms-norm": {
+        "torch.nn.functional.rms_norm": """\
+def rms_norm(x, weight, eps=1e-6):
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)""",
+        "torch.rms_norm": """\
+def rms_norm(x, weight, eps=1e-6):
+    return torch.rms_norm(x, [x.shape[-1]], weight, eps)""",
+        "torch.nn.RMSNorm": """\
+def rms_norm(x, weight, eps=1e-6):
+    norm = torch.nn.RMSNorm(x.shape[-1], eps=eps)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        return norm(x)""",
+    },
+    "nb02-gqa": {
+        "torch.nn.functional.scaled_dot_product_attention": """\
+def grouped_query_attention(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)""",
+        "torch.nn.MultiheadAttention": """\
+def grouped_query_attention(q, k, v):
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    layer = torch.nn.MultiheadAttention(q.shape[-1], 1, batch_first=True)
+    mask = torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool).triu(1)
+    return torch.stack([layer(q[:, h], k[:, h], v[:, h], attn_mask=mask)[0] for h in range(q.shape[1])], 1)""",
+    },
+    "nb03-causal-attention": {
+        "torch.nn.functional.scaled_dot_product_attention": """\
+def causal_attention(q, k, v):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)""",
+        "torch.nn.MultiheadAttention": """\
+def causal_attention(q, k, v):
+    batch, heads, time, dim = q.shape
+    layer = torch.nn.MultiheadAttention(dim, 1, batch_first=True, bias=False)
+    mask = torch.ones(time, time, dtype=torch.bool).triu(1)
+    flat = [t.reshape(batch * heads, time, dim) for t in (q, k, v)]
+    return layer(*flat, attn_mask=mask)[0].reshape(batch, heads, time, dim)""",
+    },
+    "nb03-sampling-probs": {
+        "transformers.TemperatureLogitsWarper": """\
+def sampling_probs(logits, temperature, top_k):
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper
+
+    scores = TemperatureLogitsWarper(temperature)(None, logits[None])
+    if top_k is not None:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    return scores[0].softmax(-1)""",
+        "transformers.TopKLogitsWarper": """\
+def sampling_probs(logits, temperature, top_k):
+    import transformers
+
+    scores = logits[None] / temperature
+    if top_k is not None:
+        scores = transformers.TopKLogitsWarper(top_k)(None, scores)
+    return scores[0].softmax(-1)""",
+    },
+    "nb04-kl-divergence": {
+        "torch.nn.functional.kl_div": """\
+def kl_divergence(p_logits, q_logits):
+    return F.kl_div(q_logits.log_softmax(-1), p_logits.log_softmax(-1), reduction="none", log_target=True).sum(-1)""",
+        "torch.kl_div": """\
+def kl_divergence(p_logits, q_logits):
+    return torch.kl_div(q_logits.log_softmax(-1), p_logits.log_softmax(-1), 0, True).sum(-1)""",
+    },
+    "nb05-nf4-quantize": {
+        "bitsandbytes.functional.quantize_4bit": """\
+def nf4_quantize(x, levels, block_size):
+    from bitsandbytes.functional import quantize_4bit
+
+    packed, state = quantize_4bit(x.float().contiguous(), blocksize=block_size, quant_type="nf4")
+    packed = packed.reshape(-1)
+    codes = torch.stack([packed >> 4, packed & 0xF], dim=1).reshape(-1)[: x.numel()]
+    return codes, state.absmax
+
+
+def nf4_dequantize(codes, absmax, levels, block_size, shape):
+    return (levels[codes.long()].reshape(-1, block_size) * absmax.reshape(-1, 1)).reshape(shape)""",
+        "bitsandbytes.functional.quantize_nf4": """\
+def nf4_quantize(x, levels, block_size):
+    import bitsandbytes.functional as bnb
+
+    packed, state = bnb.quantize_nf4(x.float().contiguous(), blocksize=block_size)
+    packed = packed.reshape(-1)
+    codes = torch.stack([packed >> 4, packed & 0xF], dim=1).reshape(-1)[: x.numel()]
+    return codes, state.absmax
+
+
+def nf4_dequantize(codes, absmax, levels, block_size, shape):
+    return (levels[codes.long()].reshape(-1, block_size) * absmax.reshape(-1, 1)).reshape(shape)""",
+    },
+    "nb06-q8-0": {"gguf.quants.quantize": """\
+def q8_0_quantize(x):
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    raw = torch.from_numpy(quantize(x.reshape(-1, 32).numpy(), GGMLQuantizationType.Q8_0).reshape(-1, 34))
+    return raw[:, :2].contiguous().view(torch.float16).flatten(), raw[:, 2:].contiguous().view(torch.int8)"""},
+}
+WRONG["nb03-debug-validation"] = [
+    Mistake("    model.eval()\n", "", "dropout left on while measuring"),
+    Mistake("""    with torch.no_grad():
+        for i, (inputs, targets) in enumerate(loader):
+            if i == max_batches:
+                break
+            losses.append(train.lm_loss(model, inputs.to(device), targets.to(device)).item())""",
+            """    for i, (inputs, targets) in enumerate(loader):
+        if i == max_batches:
+            break
+        losses.append(train.lm_loss(model, inputs.to(device), targets.to(device)).item())""",
+            "the autograd graph recorded for a measurement"),
+    Mistake("model.train(was_training)", "model.train()", "handed back in training mode, whatever mode it came in"),
+]
+DELEGATING["nb03-debug-validation"] = """\
+def validation_loss(model, loader, max_batches=5):
+    return train.evaluate(model, loader, next(model.parameters()).device, max_batches)"""

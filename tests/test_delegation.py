@@ -2,7 +2,9 @@
 
 Each exercise's check declares the workbook functions its answer must not call (``@check(forbids=...)`` in
 ``course_utils/checks/nbNN.py``); ``exercise_answers.DELEGATING`` holds, for each such exercise, the answer that
-calls them. In a notebook (one namespace, as a kernel has) the visible check refuses it; ``python -m course_utils
+calls them, and ``exercise_answers.DELEGATING_TO_LIBRARY`` one answer for each library call a check forbids
+(``F.scaled_dot_product_attention`` for causal attention). In a notebook (one namespace, as a kernel has) the
+visible check refuses it; ``python -m course_utils
 grade`` gives it zero points with the reason. That the solution itself passes the same checks, traps included, is
 tests/course/test_exercises.py's (``test_check_passes_on_the_solution_with_hidden_tests``); grading it here again
 ran every exercise's solution twice in `make test`, the experiments' training included.
@@ -11,12 +13,13 @@ ran every exercise's solution twice in `make test`, the experiments' training in
 from __future__ import annotations
 
 import csv
+import importlib.util
 
 import pytest
-from exercise_answers import DELEGATING
+from exercise_answers import DELEGATING, DELEGATING_TO_LIBRARY
 
 from course_utils.checks import DelegationError, traps
-from course_utils.course.exercises import load_exercises
+from course_utils.course.exercises import evaluate, load_exercises
 from course_utils.course.grading import DELEGATED, PASSED, grade_submissions
 from course_utils.course.manual_grading import manual_items
 from course_utils.course.release import (
@@ -31,10 +34,19 @@ from course_utils.ground import paths
 NOTEBOOKS = solution_notebooks(paths.solutions_dir())
 
 
-def _forbidden(book, exercise) -> tuple[str, ...]:
+def _forbidden_all(book, exercise) -> tuple[traps.Reference, ...]:
     namespace: dict = {"__name__": "__main__"}
     exec(book.imports_source, namespace)  # noqa: S102 - the notebook's own imports cell
     return traps.forbidden_by(exercise.check_source, namespace)
+
+
+def _forbidden(book, exercise) -> tuple[str, ...]:
+    """The workbook's own references the exercise's check forbids (its library calls left out)."""
+    return tuple(r for r in _forbidden_all(book, exercise) if not isinstance(r, traps.LibraryCall))
+
+
+def _library_calls(book, exercise) -> list[traps.LibraryCall]:
+    return [r for r in _forbidden_all(book, exercise) if isinstance(r, traps.LibraryCall)]
 
 
 def _exercises():
@@ -69,6 +81,8 @@ def test_the_exercises_without_a_reference_are_the_expected_ones():
 
 
 DELEGATED_EXERCISES = [p for p in EXERCISES if p.values[1].grade_id in DELEGATING]
+LIBRARY_CALLS = [pytest.param(book, exercise, library_call, id=f"{exercise.grade_id}:{library_call.path}")
+                 for book, exercise in (p.values for p in EXERCISES) for library_call in _library_calls(book, exercise)]
 
 
 @pytest.mark.parametrize(("book", "exercise"), DELEGATED_EXERCISES)
@@ -78,7 +92,7 @@ def test_a_delegating_answer_fails_the_visible_check_in_the_notebook(book, exerc
     exec(DELEGATING[exercise.grade_id], kernel)  # noqa: S102
     with pytest.raises(DelegationError) as info:
         exec(exercise.visible_check_source, kernel)  # noqa: S102
-    assert any(name in str(info.value) for name in _forbidden(book, exercise)), info.value
+    assert any(str(name) in str(info.value) for name in _forbidden(book, exercise)), info.value
     assert "write it yourself" in str(info.value)
 
 
@@ -126,3 +140,47 @@ def test_the_grader_gives_delegation_zero_points(tmp_path, path):
     assert all(row["points"] == "0" and row["comment"] == "not answered" for row in marks)
     sheet = (tmp_path / "out" / "manual" / "delegates.md").read_text(encoding="utf-8")
     assert all(f"`{item.grade_id}`" in sheet for item in items) and "**Rubric" in sheet
+
+
+def test_every_library_call_a_check_forbids_has_an_answer_that_calls_it():
+    declared = {(exercise.grade_id, call.path) for _, exercise, call in (p.values for p in LIBRARY_CALLS)}
+    answers = {(grade_id, path) for grade_id, by_path in DELEGATING_TO_LIBRARY.items() for path in by_path}
+    assert declared == answers
+    for grade_id, path in answers:
+        assert path.rsplit(".", 1)[1] in DELEGATING_TO_LIBRARY[grade_id][path], (grade_id, path)
+
+
+def _installed(call: traps.LibraryCall) -> bool:
+    return importlib.util.find_spec(call.path.split(".", 1)[0]) is not None
+
+
+@pytest.mark.parametrize(("book", "exercise", "library_call"), LIBRARY_CALLS)
+def test_a_library_call_fails_the_visible_check_with_its_own_message(book, exercise, library_call):
+    if not _installed(library_call):
+        pytest.skip(f"{library_call.path.split('.')[0]} is not installed here: nothing to call, nothing to trap")
+    kernel: dict = {"__name__": "__main__"}
+    exec(book.imports_source, kernel)  # noqa: S102
+    exec(DELEGATING_TO_LIBRARY[exercise.grade_id][library_call.path], kernel)  # noqa: S102
+    with pytest.raises(DelegationError) as info:
+        exec(exercise.visible_check_source, kernel)  # noqa: S102
+    message = str(info.value)
+    assert f"calls {library_call.path}" in message and library_call.why in message, message
+    assert "yourself" in library_call.why
+
+
+def test_the_grader_refuses_a_library_call_in_the_check_and_in_a_hidden_test():
+    book = load_exercises(next(path for path in NOTEBOOKS if path.name.startswith("03_")))
+    exercise = book.by_grade_id()["nb03-causal-attention"]
+    sdpa = "torch.nn.functional.scaled_dot_product_attention"
+    result = evaluate(book.imports_source, DELEGATING_TO_LIBRARY[exercise.grade_id][sdpa], exercise.check_source,
+                      timeout=120)
+    assert not result.passed and result.kind == "delegated" and sdpa in result.message, result
+    # Only where the visible check does not look: the hidden test alone must refuse it.
+    sneaky = exercise.solution_source.replace(
+        "    ### BEGIN SOLUTION", "    if q.shape[-1] == 3:  # a size the visible check does not try\n"
+        "        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)\n"
+        "    ### BEGIN SOLUTION")
+    hidden = "\nq = torch.randn(1, 1, 4, 3)\nassert causal_attention(q, q, q).shape == (1, 1, 4, 3)"
+    result = evaluate(book.imports_source, sneaky, exercise.visible_check_source + hidden, timeout=120)
+    assert not result.passed and result.kind == "delegated" and result.stage == "check", result
+    assert sdpa in result.message and "causal attention yourself" in result.message

@@ -11,7 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 from course_utils.checks.failure import CheckFailed
-from course_utils.checks.traps import DelegationError, check, reference_of, refusal, student_code
+from course_utils.checks.traps import (
+    DelegationError,
+    LibraryCall,
+    check,
+    library_calls,
+    reference_of,
+    refusal,
+    student_code,
+)
 
 
 def call(fn: Callable[..., Any], *args: Any, what: str | None = None, **kwargs: Any) -> Any:
@@ -156,5 +164,6 @@ def tiny_llama_sizes() -> dict[str, int]:
             "mlp": config["intermediate_size"], "vocab": config["vocab_size"], "layers": config["num_hidden_layers"]}
 
 
-__all__ = ["CheckFailed", "DelegationError", "call", "check", "expect", "expect_close", "expect_equal", "expect_reproduced",
-           "expect_tensor_close", "measured_losses", "passed", "passed_experiment", "run_experiment", "tiny_llama_sizes"]
+__all__ = ["CheckFailed", "DelegationError", "LibraryCall", "call", "check", "expect", "expect_close",
+           "expect_equal", "expect_reproduced", "expect_tensor_close", "library_calls", "measured_losses", "passed",
+           "passed_experiment", "run_experiment", "tiny_llama_sizes"]

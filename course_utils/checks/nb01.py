@@ -23,6 +23,7 @@ from course_utils.checks import (
     expect,
     expect_close,
     expect_reproduced,
+    library_calls,
     passed,
     passed_experiment,
     run_experiment,
@@ -150,7 +151,9 @@ def _count_reads_of(path: Path) -> Iterator[dict[str, int]]:
 
 @check(forbids=(
     "course_utils.storage.safetensors_io.read_header", "course_utils.storage.safetensors_io.parse_header_bytes",
-    "course_utils.storage.safetensors_io.parse_bytes"
+    "course_utils.storage.safetensors_io.parse_bytes",
+    *library_calls("this exercise asks you to read the header yourself, from the file's bytes",
+                   "safetensors.safe_open"),
 ))
 def parse_header(student: Callable[[Any], Any]) -> None:
     """``parse_safetensors_header(path)`` returns ``(header_size, metadata, tensors)``."""
@@ -249,7 +252,9 @@ def exponent_entropy(student: Callable[[Any], Any]) -> None:
 
 @check(forbids=(
     "course_utils.storage.safetensors_io.read_tensor", "course_utils.storage.safetensors_io.tensor_from_bytes",
-    "course_utils.storage.safetensors_io.read_rows", "course_utils.storage.safetensors_io.read_all"
+    "course_utils.storage.safetensors_io.read_rows", "course_utils.storage.safetensors_io.read_all",
+    *library_calls("this exercise asks you to read the tensor yourself, from its offsets",
+                   "safetensors.safe_open", "safetensors.torch.load_file", "safetensors.torch.load"),
 ))
 def read_tensor_by_offsets(student: Callable[..., Any]) -> None:
     """``read_tensor_by_offsets(path, header_size, entry)``: the tensor, read from 8 + N + start."""

@@ -20,6 +20,7 @@ from course_utils.checks import (
     check,
     expect,
     expect_tensor_close,
+    library_calls,
     measured_losses,
     passed,
     passed_experiment,
@@ -93,7 +94,9 @@ def causal_lm_loss(student: Callable[[torch.Tensor, torch.Tensor], Any]) -> None
 # RMSNorm
 
 
-@check(forbids=("course_utils.models.arch.rms_norm", "course_utils.models.arch.RMSNorm"))
+@check(forbids=("course_utils.models.arch.rms_norm", "course_utils.models.arch.RMSNorm",
+                *library_calls("this exercise asks you to write RMSNorm yourself",
+                               "torch.nn.functional.rms_norm", "torch.rms_norm", "torch.nn.RMSNorm")))
 def rms_norm(student: Callable[..., Any]) -> None:
     """``rms_norm(x, weight, eps)`` equals ``LlamaRMSNorm`` with the same weight and eps."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
@@ -290,7 +293,10 @@ def llama3_inverse_frequencies(student: Callable[..., Any]) -> None:
 
 @check(forbids=(
     "course_utils.models.arch.grouped_query_attention", "course_utils.models.arch.repeat_kv",
-    "course_utils.models.arch.GroupedQueryAttention"
+    "course_utils.models.arch.GroupedQueryAttention",
+    # scaled_dot_product_attention(..., enable_gqa=True, is_causal=True) is the whole exercise in one call
+    *library_calls("this exercise asks you to write grouped-query attention yourself",
+                   "torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention"),
 ))
 def grouped_query_attention(student: Callable[..., Any]) -> None:
     """The student's causal GQA, between ``LlamaAttention``'s projections, equals ``LlamaAttention``'s output."""

@@ -1,6 +1,7 @@
 """Checks for Notebook 03 (pretraining a GPT): sliding windows, causal attention, sampling probabilities,
 the warm-up + cosine schedule, Chinchilla's compute-optimal size, and the experiment that finds the fastest learning
-rate."""
+rate; and :func:`your_piece`, which puts the student's attention, schedule and sampling step into the
+model."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from course_utils.checks import (
     expect,
     expect_close,
     expect_tensor_close,
+    library_calls,
     measured_losses,
     passed,
     passed_experiment,
+    pieces,
 )
 from course_utils.training import scaling
 from course_utils.training.sampling import next_token_probs
@@ -77,7 +80,11 @@ def _attention_inputs(seed: int, batch: int = 2, heads: int = 3, time: int = 5, 
     return tuple(torch.randn(batch, heads, time, dim, generator=g) for _ in range(3))
 
 
-@check(forbids=("course_utils.models.gpt.explicit_attention", "course_utils.models.arch.grouped_query_attention"))
+@check(forbids=(
+    "course_utils.models.gpt.explicit_attention", "course_utils.models.arch.grouped_query_attention",
+    *library_calls("this exercise asks you to write causal attention yourself",
+                   "torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention"),
+))
 def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """``causal_attention(q, k, v)`` with shapes (batch, heads, time, head_dim): ``softmax(QK^T/sqrt(d) + mask) V``."""
     for seed, dims in ((0, {}), (1, {"time": 7, "dim": 16}), (2, {"batch": 1, "heads": 1, "time": 4, "dim": 4})):
@@ -119,7 +126,10 @@ def causal_attention(student: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
 # ------------------------------------------------------------------------------------------ sampling probabilities
 @check(forbids=(
     "course_utils.training.sampling.next_token_probs", "course_utils.training.sampling.top_k_filter",
-    "course_utils.training.sampling.softmax_with_temperature"
+    "course_utils.training.sampling.softmax_with_temperature",
+    # transformers' generate() applies these two warpers to the logits: the very step this exercise asks for
+    *library_calls("this exercise asks you to write temperature and top-k yourself",
+                   "transformers.TemperatureLogitsWarper", "transformers.TopKLogitsWarper"),
 ))
 def sampling_probs(student: Callable[[torch.Tensor, float, int | None], torch.Tensor]) -> None:
     """``sampling_probs(logits, temperature, top_k)`` -> the probabilities multinomial sampling draws from."""
@@ -243,3 +253,85 @@ def fastest_lr(student: Callable[..., Any], probe: Any = None) -> None:
            "must have a worse one on either side).")
     passed_experiment(f"find_fastest_lr: {best:g} trains fastest, with {max(below):g} and {min(above):g} on either side both "
            f"worse", probe)
+
+
+# ------------------------------------------------------------------------------ the model, from your pieces
+# For each piece the model uses: a small call that tells a written function from the stub, and what stands in.
+_PIECES: dict[str, tuple[Callable[[], tuple[Any, ...]], str]] = {
+    "causal attention": (lambda: _attention_inputs(0, batch=1, heads=1, time=3, dim=4),
+                         "the reference (F.scaled_dot_product_attention)"),
+    "learning-rate schedule": (lambda: (3, 20, 5, 1e-3, 1e-4), "the reference (train.lr_at)"),
+    "sampling step": (lambda: (torch.tensor([1.0, 3.0, 2.0]), 1.0, 2),
+                      "the reference (sampling.next_token_probs)"),
+}
+
+
+def your_piece(piece: str, yours: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """Your function for ``piece`` (one of :data:`_PIECES`) if written, else None: the reference stands in."""
+    probe, reference = _PIECES[piece]
+    return pieces.your_piece(piece, yours, *probe(), reference=reference)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Debugging exercise: a validation loss that will not hold still
+
+
+def _small_loader_and_model(mode_training: bool) -> tuple[Any, torch.nn.Module]:
+    """A few windows of made-up tokens, and a small GPT that trains with dropout, in the mode asked for."""
+    from course_utils.models.gpt import GPT, GPTConfig
+    from course_utils.training.text_data import make_loader
+
+    tokens = torch.randint(0, 48, (360,), generator=torch.Generator().manual_seed(7))
+    loader = make_loader(SlidingWindowDataset(tokens, 12, 12), 4, shuffle=False, drop_last=False)
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=48, context_length=12, n_embd=32, n_layer=2, n_head=2, dropout=0.3))
+    return loader, model.train(mode_training)
+
+
+@check(forbids=("course_utils.training.train.evaluate",))
+def validation_loss_debugged(student: Callable[..., Any]) -> None:
+    """``validation_loss(model, loader, max_batches)``: the mean loss of the first batches, measured as
+    ``train.evaluate`` measures it, and the model handed back in the mode it came in."""
+    from course_utils.training.train import evaluate
+
+    for mode_training, max_batches in ((True, 3), (False, 5)):
+        loader, model = _small_loader_and_model(mode_training)
+        mode = "training" if mode_training else "eval"
+        expected = evaluate(model, loader, "cpu", max_batches)  # leaves the model's mode as it was
+        inside: list[tuple[bool, bool]] = []  # (model.training, grad enabled) at every forward pass
+        hook = model.register_forward_hook(
+            lambda module, args, output, seen=inside: seen.append((module.training, torch.is_grad_enabled())))
+        try:
+            what = f"validation_loss(a small GPT with dropout, in {mode} mode, its loader, max_batches={max_batches})"
+            first = call(student, model, loader, max_batches, what="validation_loss")
+            after = model.training
+            second = call(student, model, loader, max_batches, what="validation_loss")
+        finally:
+            hook.remove()
+        try:
+            first, second = float(first), float(second)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"{what}: expected a number (the mean loss), got {type(first).__name__}.") from None
+        if any(training for training, _ in inside):
+            raise CheckFailed(
+                f"{what}: measured twice on the same batches, your loss came out {first:.4f}, then {second:.4f}; "
+                f"the model's loss on them is {expected:.4f}. Something random still runs while you measure: "
+                "what does dropout do in a model that is measured, not trained?")
+        if any(grad for _, grad in inside):
+            raise CheckFailed(
+                f"{what}: the value is right, but every forward pass recorded the autograd graph "
+                "(torch.is_grad_enabled() was True inside the model). An evaluation never calls backward(), yet "
+                "each batch's activations are kept for it: on a large model that is the memory of training.")
+        if after != mode_training:
+            raise CheckFailed(
+                f"{what}: the model was in {mode} mode when your function got it, and in "
+                f"{'training' if after else 'eval'} mode when it gave it back. "
+                "train.train evaluates in the middle of training: the steps after an evaluation must train in the "
+                "mode they trained in before it.")
+        expect(len(inside) == 2 * max_batches,
+               f"{what}: your function ran the model on {len(inside) // 2} batches per call; measure the first "
+               f"max_batches={max_batches}.")
+        expect_close(first, expected, what, rel=1e-5,
+                     hint="Average the loss of each of the first max_batches batches.")
+    passed("validation_loss: measured in eval mode, without the autograd graph, and the model handed back as it "
+           "came (train.evaluate does the same).")

@@ -9,7 +9,16 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from course_utils.checks import CheckFailed, call, check, expect, passed, passed_experiment, run_experiment
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    library_calls,
+    passed,
+    passed_experiment,
+    run_experiment,
+)
 from course_utils.training import distill
 
 
@@ -185,7 +194,9 @@ def top1_agreement(student: Callable[..., float]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- KL direction
-@check(forbids=("course_utils.training.distill.kl_divergence",))
+@check(forbids=("course_utils.training.distill.kl_divergence",
+                *library_calls("this exercise asks you to write the KL divergence yourself",
+                               "torch.nn.functional.kl_div", "torch.kl_div")))
 def kl_divergence(student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """``kl_divergence(p_logits, q_logits)``: KL(p || q) over the last dimension, one value per row."""
     g = torch.Generator().manual_seed(11)

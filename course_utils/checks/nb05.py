@@ -14,6 +14,7 @@ from course_utils.checks import (
     expect,
     expect_equal,
     expect_tensor_close,
+    library_calls,
     measured_losses,
     passed,
     passed_experiment,
@@ -169,7 +170,9 @@ def make_batch(student: Callable[..., dict[str, torch.Tensor]]) -> None:
 # ------------------------------------------------------------------------------------------------ NF4
 @check(forbids=(
     "course_utils.finetuning.quant.quantize_blockwise", "course_utils.finetuning.quant.dequantize_blockwise",
-    "course_utils.finetuning.quant.roundtrip"
+    "course_utils.finetuning.quant.roundtrip",
+    *library_calls("this exercise asks you to write NF4 quantization yourself",
+                   "bitsandbytes.functional.quantize_4bit", "bitsandbytes.functional.quantize_nf4"),
 ))
 def nf4_quantize(quantize: Callable[..., tuple[torch.Tensor, torch.Tensor]],
                  dequantize: Callable[..., torch.Tensor]) -> None:

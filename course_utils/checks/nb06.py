@@ -18,6 +18,7 @@ from course_utils.checks import (
     expect,
     expect_equal,
     expect_reproduced,
+    library_calls,
     passed,
     passed_experiment,
     run_experiment,
@@ -60,7 +61,9 @@ def permute_qk(student: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ q8_0
-@check(forbids=("course_utils.storage.gguf_io.quantize_q8_0",))
+@check(forbids=("course_utils.storage.gguf_io.quantize_q8_0",
+                *library_calls("this exercise asks you to write Q8_0 quantization yourself",
+                               "gguf.quants.quantize")))
 def q8_0_quantize(student: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
     """``q8_0_quantize(x)`` -> ``(scales, codes)``: per block of 32, an fp16 scale and 32 int8 codes."""
     g = torch.Generator().manual_seed(6)

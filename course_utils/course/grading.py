@@ -906,8 +906,9 @@ _ADVICE = {
     TOO_MUCH_OUTPUT: "Your code printed far more than an exercise needs: print a summary, not every value.",
     CRASHED: "Your cell raised an error. Restart the kernel and run the imports cell, then your cell, on its own: "
     "it may use only what the imports cell imports.",
-    DELEGATED: "Your function calls the workbook's own implementation of this exercise (named above) instead of "
-    "computing the answer: write the computation yourself; the check and the grader refuse the shortcut.",
+    DELEGATED: "Your function calls the workbook's own implementation of this exercise, or a library's (named "
+    "above), instead of computing the answer: write the computation yourself; the check and the grader refuse the "
+    "shortcut.",
     UNDEFINED: "The check could not find your function: keep the name and the arguments the exercise asks for.",
     SYNTAX: "Python cannot read the cell: fix the line named above.",
     GRADER_ERROR: "This is a problem on the grading side, not in your answer: your instructor will look at it.",

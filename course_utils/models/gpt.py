@@ -6,13 +6,15 @@
 :class:`GPTConfig` holds every size; :class:`GPT` returns logits of shape ``(batch, time, vocab)``.
 Attention runs through ``F.scaled_dot_product_attention`` (fused kernels, FlashAttention on recent GPUs) or,
 with ``attention="explicit"``, through the textbook ``softmax(Q K^T / sqrt(d)) V`` with a causal mask: same
-numbers, more memory. :func:`to_hf_gpt2` / :func:`save_hf` export the weights to Hugging Face's GPT-2 format so
-``AutoModelForCausalLM`` loads them; :func:`from_hf_gpt2` goes the other way.
+numbers, more memory. ``GPT(cfg, attention=fn)`` attends with ``fn(q, k, v)`` instead (notebook 03 trains with
+the student's own causal attention). :func:`to_hf_gpt2` / :func:`save_hf` export the weights to Hugging Face's
+GPT-2 format so ``AutoModelForCausalLM`` loads them; :func:`from_hf_gpt2` goes the other way.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 Attention = Literal["sdpa", "explicit"]
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # causal (q, k, v) -> y, per head
 
 
 @dataclass
@@ -58,9 +61,10 @@ def padded_vocab_size(vocab_size: int, multiple: int = 64) -> int:
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which each position sees only itself and the positions before it."""
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, attention: AttentionFn | None = None):
         super().__init__()
         self.cfg = cfg
+        self.attention = attention  # None: cfg.attention's path; a function: it, on (batch, heads, time, head_dim)
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)   # queries, keys and values in one matrix multiply
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)       # mixes the heads back together
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -73,7 +77,9 @@ class CausalSelfAttention(nn.Module):
         # (batch, time, channels) -> (batch, heads, time, head_dim): every head attends on its own.
         q, k, v = (t.view(batch, time, self.cfg.n_head, self.cfg.head_dim).transpose(1, 2) for t in (q, k, v))
         dropout = self.cfg.dropout if self.training else 0.0
-        if self.cfg.attention == "sdpa":
+        if self.attention is not None:  # a function given to the model (it applies no attention dropout)
+            y = self.attention(q, k, v)
+        elif self.cfg.attention == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:
             y = explicit_attention(q, k, v, self.causal_mask[:time, :time], dropout)
@@ -107,10 +113,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One transformer block: attention then MLP, each on a normalised copy added back to the residual stream."""
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, attention: AttentionFn | None = None):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(cfg, attention)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
 
@@ -120,15 +126,19 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """The whole model: ``GPT(cfg)(token_ids)`` returns next-token logits, shape ``(batch, time, vocab_size)``."""
+    """The whole model: ``GPT(cfg)(token_ids)`` returns next-token logits, shape ``(batch, time, vocab_size)``.
 
-    def __init__(self, cfg: GPTConfig):
+    ``attention``, if given, is the causal attention every block uses, ``attention(q, k, v)`` on tensors of shape
+    ``(batch, heads, time, head_dim)``, in place of ``cfg.attention``'s path; the weights are the same either way.
+    """
+
+    def __init__(self, cfg: GPTConfig, attention: AttentionFn | None = None):
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)        # token embedding
         self.wpe = nn.Embedding(cfg.context_length, cfg.n_embd)    # learned position embedding
         self.drop = nn.Dropout(cfg.dropout)
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.h = nn.ModuleList(Block(cfg, attention) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:

@@ -6,17 +6,22 @@ A language model gives a score (logit) to every token in the vocabulary. Turning
 * temperature: divide the logits by ``T`` before the softmax; ``T < 1`` sharpens, ``T > 1`` flattens;
 * top-k: keep only the ``k`` highest logits, the rest get probability zero;
 * multinomial: draw one token with the resulting probabilities (``torch.multinomial``), seeded to reproduce.
+
+``probs_fn`` (in :func:`next_token` and the functions that call it) replaces :func:`next_token_probs` for one row of
+logits, with its signature ``probs_fn(logits, temperature, top_k)``: notebook 03 samples with the student's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from course_utils.reporting.stored_outputs import readable  # noqa: F401 - sampling.readable(text) for the page
 from course_utils.training.train import logits_of
+
+ProbsFn = Callable[[torch.Tensor, float, "int | None"], torch.Tensor]  # one row of logits -> its probabilities
 
 
 def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -42,18 +47,21 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
 
 
 def next_token(logits: torch.Tensor, *, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, probs_fn: ProbsFn | None = None) -> torch.Tensor:
     """One token id per row of ``logits`` (shape ``(batch, vocab)``): greedy when ``temperature == 0``."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    probs = next_token_probs(logits.float(), temperature, top_k)
+    if probs_fn is None:
+        probs = next_token_probs(logits.float(), temperature, top_k)
+    else:  # row by row: the exercise's function takes one vector of logits
+        probs = torch.stack([probs_fn(row, temperature, top_k) for row in logits.float()])
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
 @torch.no_grad()
 def generate(model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: int, *, context_length: int,
              temperature: float = 0.0, top_k: int | None = None, eos_id: int | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, probs_fn: ProbsFn | None = None) -> torch.Tensor:
     """Append up to ``max_new_tokens`` tokens to ``ids`` (batch, time), one forward pass per token.
 
     The model sees at most the last ``context_length`` tokens. Generation stops early when every row has
@@ -64,7 +72,7 @@ def generate(model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: int, *, 
     finished = torch.zeros(ids.size(0), dtype=torch.bool, device=ids.device)
     for _ in range(max_new_tokens):
         logits = logits_of(model(ids[:, -context_length:]))[:, -1, :]
-        token = next_token(logits, temperature=temperature, top_k=top_k, generator=generator)
+        token = next_token(logits, temperature=temperature, top_k=top_k, generator=generator, probs_fn=probs_fn)
         ids = torch.cat([ids, token], dim=1)
         if eos_id is not None:
             finished |= token.squeeze(1) == eos_id
@@ -76,14 +84,14 @@ def generate(model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: int, *, 
 
 def generate_text(model: torch.nn.Module, tokenizer: Any, prompt: str, max_new_tokens: int = 40, *,
                   temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
-                  context_length: int | None = None) -> str:
+                  context_length: int | None = None, probs_fn: ProbsFn | None = None) -> str:
     """Continue ``prompt`` and return the decoded text (prompt included), stopping at end-of-text."""
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False)], device=device)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     context_length = context_length or _context_length(model)
     out = generate(model, ids, max_new_tokens, context_length=context_length, temperature=temperature,
-                   top_k=top_k, eos_id=tokenizer.eos_token_id, generator=generator)
+                   top_k=top_k, eos_id=tokenizer.eos_token_id, generator=generator, probs_fn=probs_fn)
     return tokenizer.decode(out[0], skip_special_tokens=True)
 
 
@@ -126,12 +134,12 @@ DEFAULT_SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 def sampling_table(model: torch.nn.Module, tokenizer: Any, prompt: str, *, max_new_tokens: int = 30,
                    settings: Sequence[tuple[str, dict[str, Any]]] = DEFAULT_SETTINGS, seeds: Sequence[int] = (0,),
-                   ) -> list[dict[str, Any]]:
+                   probs_fn: ProbsFn | None = None) -> list[dict[str, Any]]:
     """The same prompt continued under each setting and seed: a side-by-side table of generations."""
     rows = []
     for name, kwargs in settings:
         for seed in seeds:
-            text = generate_text(model, tokenizer, prompt, max_new_tokens, seed=seed, **kwargs)
+            text = generate_text(model, tokenizer, prompt, max_new_tokens, seed=seed, probs_fn=probs_fn, **kwargs)
             continuation = readable(text[len(prompt):].replace("\n", " "))  # random bytes: no bell on the page
             rows.append({"setting": name, "seed": seed, "continuation": continuation})
     return rows

@@ -316,6 +316,18 @@ def run_ladder(cfg: GPTConfig, batch_size: int, seq_len: int, *, device: torch.d
 
 
 # ----------------------------------------------------------------------------------------------- reporting
+def memory_over_the_row_above(rows: Sequence[LadderRow], name: str) -> float | None:
+    """Peak memory of the row ``name`` over that of the row it was measured on top of (the last kept one above).
+
+    None when either was not measured (skipped, or no memory counter)."""
+    index = next(i for i, row in enumerate(rows) if row.name == name)
+    above = [row for row in rows[:index] if not row.skipped and row.kept]
+    row = rows[index]
+    if row.skipped or not above or not row.peak_memory_mib or not above[-1].peak_memory_mib:
+        return None
+    return row.peak_memory_mib / above[-1].peak_memory_mib
+
+
 def ladder_table(rows: Sequence[LadderRow]) -> list[dict[str, Any]]:
     """Rows for :func:`course_utils.reporting.tables.records_table`: measured numbers, or why a row was skipped."""
     table = []

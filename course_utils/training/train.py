@@ -99,14 +99,25 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def plot_lr_schedule(cfg: TrainConfig, ax=None, title: str = "Learning rate: warm-up, then cosine decay"):
-    """The learning rate :func:`train` uses at each step of ``cfg``."""
+LrSchedule = Callable[[int, int, int, float, float], float]  # (step, max_steps, warmup_steps, max_lr, min_lr) -> lr
+
+
+def scheduled_lr(step: int, cfg: TrainConfig, lr_schedule: LrSchedule | None = None) -> float:
+    """The rate :func:`train` uses at ``step``: ``lr_schedule`` (a notebook's own) if given, else :func:`lr_at`."""
+    if lr_schedule is None:
+        return lr_at(step, cfg)
+    return float(lr_schedule(step, cfg.max_steps, cfg.warmup_steps, cfg.lr, cfg.min_lr))
+
+
+def plot_lr_schedule(cfg: TrainConfig, ax=None, title: str = "Learning rate: warm-up, then cosine decay", *,
+                     lr_schedule: LrSchedule | None = None):
+    """The learning rate :func:`train` uses at each step of ``cfg`` (with ``lr_schedule``, if given)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 2.5))
     steps = list(range(cfg.max_steps))
-    ax.plot(steps, [lr_at(s, cfg) for s in steps])
+    ax.plot(steps, [scheduled_lr(s, cfg, lr_schedule) for s in steps])
     ax.axvline(cfg.warmup_steps, color="grey", ls=":", label=f"end of warm-up (step {cfg.warmup_steps})")
     ax.set(xlabel="optimizer step", ylabel="learning rate", title=title)
     ax.legend()
@@ -218,13 +229,15 @@ def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoad
           device: torch.device | str = "cpu", precision: Precision | None = None,
           optimizer: torch.optim.Optimizer | None = None, state: TrainState | None = None,
           on_eval: Callable[[TrainState], None] | None = None, progress: bool = True,
-          extras: TrainExtras | None = None) -> tuple[TrainState, torch.optim.Optimizer]:
+          extras: TrainExtras | None = None, lr_schedule: LrSchedule | None = None,
+          ) -> tuple[TrainState, torch.optim.Optimizer]:
     """Train until ``cfg.max_steps`` optimizer steps; returns ``(state, optimizer)``.
 
     ``precision`` (:func:`course_utils.ground.machine.pick_precision`) sets autocast and the gradient scaler (fp32
     when None). Pass the ``state`` and ``optimizer`` of a checkpoint to resume: the data order and learning rate
     pick up exactly where they left off. ``on_eval`` is called after each evaluation (to print a sample, save a
-    checkpoint, or, under DDP, average the recorded loss over the processes).
+    checkpoint, or, under DDP, average the recorded loss over the processes). ``lr_schedule(step, max_steps,
+    warmup_steps, max_lr, min_lr)`` replaces :func:`lr_at` (notebook 03 trains with the student's schedule).
     """
     extras = extras or TrainExtras()
     device = torch.device(device)
@@ -236,8 +249,9 @@ def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoad
     batches = _batches_from(train_loader, state.step * cfg.grad_accum_steps)
     started = time.perf_counter()
     for step in (bar := _progress(range(state.step, end), enabled=progress, initial=state.step, total=end)):
+        rate = scheduled_lr(step, cfg, lr_schedule)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = rate
         loss_sum = 0.0
         for micro in range(cfg.grad_accum_steps):  # gradients add up over the micro-batches of one step
             inputs, targets = (tensor.to(device) for tensor in next(batches))
@@ -255,10 +269,10 @@ def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoad
         optimizer.zero_grad(set_to_none=True)
         state.step = step + 1
         if progress:
-            bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr_at(step, cfg):.2e}")
+            bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{rate:.2e}")
         if state.step % cfg.eval_every == 0 or state.step == end:
             val_loss = evaluate(model, val_loader, device, cfg.eval_batches, autocast) if val_loader else math.nan
-            state.history.record(state, lr_at(step, cfg), loss_sum, val_loss)
+            state.history.record(state, rate, loss_sum, val_loss)
             if on_eval is not None:
                 on_eval(state)
     state.history.seconds += time.perf_counter() - started

@@ -160,3 +160,58 @@ def test_chinchilla_optimal_passes(capsys):
 def test_chinchilla_optimal_fails(wrong, message):
     with pytest.raises(CheckFailed, match=message):
         nb03.chinchilla_optimal(wrong)
+
+
+# --- the debugging exercise: validation_loss ---------------------------------------------------------------------
+def _validation_loss(*, eval_mode=True, no_grad=True, restore=True):
+    """The notebook's function, with each part of the fix on or off (all off: the colleague's version)."""
+    from contextlib import nullcontext
+
+    from course_utils.training.train import lm_loss
+
+    def validation_loss(model, loader, max_batches=5):
+        was_training = model.training
+        if eval_mode:
+            model.eval()
+        losses = []
+        with torch.no_grad() if no_grad else nullcontext():
+            for i, (inputs, targets) in enumerate(loader):
+                if i == max_batches:
+                    break
+                losses.append(lm_loss(model, inputs, targets).item())
+        if restore:
+            model.train(was_training)
+        elif eval_mode:
+            model.train()  # the usual slip: back to training, whatever mode the model came in
+        return sum(losses) / len(losses)
+
+    return validation_loss
+
+
+def test_validation_loss_passes_the_fixed_version(capsys):
+    nb03.validation_loss_debugged(_validation_loss())
+    assert capsys.readouterr().out.startswith("\u2713 validation_loss")
+
+
+@pytest.mark.parametrize(("wrong", "message"), [
+    (_stub, "not written yet"),
+    (_validation_loss(eval_mode=False, no_grad=False, restore=False), "what does dropout do"),  # the colleague's
+    (_validation_loss(eval_mode=False), "what does dropout do"),
+    (_validation_loss(no_grad=False), "recorded the autograd graph"),
+    (_validation_loss(restore=False), "eval mode when your function got it, and in training mode when it gave"),
+    (lambda model, loader, max_batches=5: _validation_loss()(model, loader, max_batches + 1), "batches per call"),
+    (lambda model, loader, max_batches=5: "low", "expected a number"),
+])
+def test_validation_loss_fails_on_the_bug_and_each_single_slip(wrong, message):
+    with pytest.raises(CheckFailed, match=message) as failure:
+        nb03.validation_loss_debugged(wrong)
+    assert "eval()" not in str(failure.value) and "no_grad" not in str(failure.value)  # symptoms, not the fix
+
+
+def test_validation_loss_refuses_the_workbooks_evaluate():
+    from course_utils.checks import DelegationError
+    from course_utils.training import train
+
+    with pytest.raises(DelegationError, match="course_utils.training.train.evaluate"):
+        nb03.validation_loss_debugged(lambda model, loader, max_batches=5: train.evaluate(model, loader, "cpu",
+                                                                                           max_batches))

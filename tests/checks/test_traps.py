@@ -157,3 +157,83 @@ def test_the_grader_holds_a_hidden_test_to_the_same_rule():
     assert result.line == 2 and RMS in result.message
     honest = evaluate(book.imports_source, exercise.solution_source, check_source, timeout=120)
     assert honest.passed, honest.message
+
+
+SDPA = traps.LibraryCall("torch.nn.functional.scaled_dot_product_attention", "write attention yourself")
+
+
+def test_a_library_call_is_trapped_in_every_module_of_its_library_and_restored_after_an_error():
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+    q = torch.randn(1, 1, 3, 4)
+    namespace = {"sdpa": original}  # a student's `from torch.nn.functional import scaled_dot_product_attention`
+    with pytest.raises(RuntimeError, match="inside"), traps.forbid([SDPA], [namespace]):
+        trap = F.scaled_dot_product_attention
+        assert trap is not original and torch._C._nn.scaled_dot_product_attention is trap and namespace["sdpa"] is trap
+        assert torch.equal(trap(q, q, q), original(q, q, q))  # the check computing its expected value
+        with traps.student_code() as region, pytest.raises(DelegationError) as info:
+            torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+        assert region.tripped == SDPA
+        assert "calls torch.nn.functional.scaled_dot_product_attention" in str(info.value)
+        assert "write attention yourself" in str(info.value) and "workbook" not in str(info.value)
+        raise RuntimeError("a check failing inside")
+    assert F.scaled_dot_product_attention is original and torch._C._nn.scaled_dot_product_attention is original
+    assert namespace["sdpa"] is original
+
+
+def test_a_library_class_is_trapped_and_one_that_refuses_subclasses_gets_a_function_trap():
+    import safetensors
+    import safetensors.torch
+
+    original = safetensors.safe_open
+    mha = torch.nn.MultiheadAttention
+    calls = traps.library_calls("read it yourself", "safetensors.safe_open", "torch.nn.MultiheadAttention")
+    with traps.forbid(calls):
+        assert safetensors.safe_open is not original and safetensors.torch.safe_open is safetensors.safe_open
+        assert isinstance(torch.nn.MultiheadAttention(4, 1), mha)  # built for the check
+        with traps.student_code(), pytest.raises(DelegationError, match="safetensors.safe_open"):
+            safetensors.safe_open("anything.safetensors", "pt")
+        with traps.student_code(), pytest.raises(DelegationError, match="torch.nn.MultiheadAttention"):
+            torch.nn.modules.activation.MultiheadAttention(4, 1)
+    assert safetensors.safe_open is original and safetensors.torch.safe_open is original
+    assert torch.nn.MultiheadAttention is mha and torch.nn.modules.activation.MultiheadAttention is mha
+
+
+def test_a_lazy_module_that_cached_the_trap_gets_the_original_back():
+    import transformers
+    from transformers.generation import logits_process
+
+    warper = traps.LibraryCall("transformers.TopKLogitsWarper", "write top-k yourself")
+    original = logits_process.TopKLogitsWarper
+    with traps.forbid([warper]):
+        vars(transformers.generation)["TopKLogitsWarper"] = logits_process.TopKLogitsWarper  # what a lazy import does
+        assert transformers.TopKLogitsWarper is not original
+    assert transformers.TopKLogitsWarper is original and transformers.generation.TopKLogitsWarper is original
+
+
+def test_a_library_that_is_not_installed_is_nothing_to_trap_and_a_misspelt_call_is_an_error():
+    with traps.forbid([traps.LibraryCall("no_such_library_here.quantize", "write it yourself")]):
+        pass
+    with pytest.raises(ValueError, match="does not exist"), traps.forbid(
+            [traps.LibraryCall("torch.nn.functional.no_such_function", "write it yourself")]):
+        pass
+
+
+def test_the_innermost_check_gives_its_reason():
+    outer, inner = traps.LibraryCall(SDPA.path, "outer reason"), traps.LibraryCall(SDPA.path, "inner reason")
+    q = torch.randn(1, 1, 2, 2)
+    with traps.forbid([outer]):
+        with traps.forbid([inner]), traps.student_code(), pytest.raises(DelegationError, match="inner reason"):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        with traps.student_code(), pytest.raises(DelegationError, match="outer reason"):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+
+def test_a_trap_kept_past_its_forbid_refuses_nothing():
+    with traps.forbid([SDPA]):
+        kept = torch.nn.functional.scaled_dot_product_attention  # e.g. a default argument bound to the trap
+    q = torch.randn(1, 1, 2, 2)
+    with traps.student_code() as region:
+        assert torch.equal(kept(q, q, q), torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    assert region.tripped is None

@@ -125,3 +125,31 @@ def test_benchmark_script_compares_the_same_function(tmp_path):
     report = json.loads(out.read_text())
     assert report["max_logit_difference"] < 1e-4 and report["ratio"] > 0
     assert set(report["tokens_per_second"]) == {"from-scratch GPT", "transformers GPT2LMHeadModel"}
+
+
+def test_a_given_attention_function_is_what_every_block_attends_with():
+    calls = []
+
+    def mine(q, k, v):  # the textbook formula, as a student writes it
+        calls.append(tuple(q.shape))
+        time = q.size(-2)
+        return explicit_attention(q, k, v, torch.ones(time, time, dtype=torch.bool).tril())
+
+    reference = _model()
+    torch.manual_seed(0)
+    assembled = GPT(SMALL, attention=mine).eval()
+    assert assembled.state_dict().keys() == reference.state_dict().keys()
+    idx = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        assert torch.allclose(assembled(idx), reference(idx), atol=1e-5)
+    assert calls == [(2, 4, 7, 8)] * SMALL.n_layer
+
+    def peeks(q, k, v):  # no mask: the future leaks, and the model shows it
+        return torch.softmax(q @ k.transpose(-2, -1) / q.size(-1) ** 0.5, -1) @ v
+
+    leaky = GPT(SMALL, attention=peeks).eval()
+    leaky.load_state_dict(reference.state_dict())
+    changed = idx.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 50
+    with torch.no_grad():
+        assert not torch.allclose(leaky(idx)[:, 0], leaky(changed)[:, 0])

@@ -88,3 +88,28 @@ def test_generate_text_and_table_are_reproducible():
     assert len(rows) == 12 and {r["setting"] for r in rows} >= {"greedy", "T=1.0, top-k 5"}
     greedy = [r["continuation"] for r in rows if r["setting"] == "greedy"]
     assert greedy[0] == greedy[1]  # the seed does not matter to greedy decoding
+
+
+def test_a_given_probs_fn_chooses_every_sampled_token_row_by_row():
+    model = _tiny_model()
+    rows = []
+
+    def always_seven(logits, temperature, top_k):  # one row of logits, as the exercise's function takes it
+        rows.append(tuple(logits.shape))
+        probs = torch.zeros_like(logits)
+        probs[7] = 1.0
+        return probs
+
+    start = torch.zeros(2, 3, dtype=torch.long)
+    out = generate(model, start, 5, context_length=8, temperature=1.0, probs_fn=always_seven)
+    assert out[:, 3:].eq(7).all() and len(rows) == 2 * 5 and rows[0] == (model.cfg.vocab_size,)
+    greedy = generate(model, start, 5, context_length=8, probs_fn=always_seven)  # greedy draws no probabilities
+    assert torch.equal(greedy, generate(model, start, 5, context_length=8)) and len(rows) == 10
+
+    def same_as_reference(logits, temperature, top_k):
+        return next_token_probs(logits, temperature, top_k)
+
+    seeded = {name: generate(model, start, 6, context_length=8, temperature=1.5, top_k=5, probs_fn=fn,
+                             generator=torch.Generator().manual_seed(1))
+              for name, fn in (("reference", None), ("given", same_as_reference))}
+    assert torch.equal(seeded["reference"], seeded["given"])

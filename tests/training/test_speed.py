@@ -8,11 +8,13 @@ import torch
 from course_utils.models.gpt import GPTConfig
 from course_utils.training.speed import (
     RUNGS,
+    LadderRow,
     SavedTensorBytes,
     SpeedSettings,
     ladder_table,
     lecture_ladder_table,
     measure_training_speed,
+    memory_over_the_row_above,
     run_ladder,
     why_not,
 )
@@ -109,3 +111,13 @@ def test_tf32_uses_the_fp32_precision_api_and_restores_it():
     with tf32_matmuls(False):
         assert matmul.fp32_precision == "ieee"
     assert matmul.fp32_precision == before
+
+
+def test_memory_over_the_row_above_compares_with_the_row_it_was_measured_on():
+    def row(name, mib, kept=True, skipped=None):
+        return LadderRow(name, "", skipped=skipped, peak_memory_mib=mib, kept=kept)
+
+    rows = [row("base", 40.0), row("tf32", None, skipped="no GPU"), row("fused", 30.0, kept=False),
+            row("sdpa", 20.0), row("compile", None, skipped="too slow")]
+    assert memory_over_the_row_above(rows, "sdpa") == 0.5  # over the base: the unkept row was not built upon
+    assert memory_over_the_row_above(rows, "compile") is None and memory_over_the_row_above(rows, "base") is None

@@ -170,3 +170,25 @@ def test_plots_draw_what_they_say():
     history = History(step=[1, 2], tokens_seen=[10, 20], train_loss=[3.0, 2.0], val_loss=[3.1, 2.5])
     ax = plot_histories({"a": history, "b": history}, mark=(15, "checkpoint"))
     assert [line.get_label() for line in ax.lines] == ["a", "b", "checkpoint"]
+
+
+def test_train_follows_the_lr_schedule_it_is_given():
+    cfg = TrainConfig(max_steps=12, lr=3e-3, min_lr=3e-4, warmup_steps=3, eval_every=4)
+    asked = []
+
+    def schedule(step, max_steps, warmup_steps, max_lr, min_lr):  # the exercise's signature
+        asked.append((step, max_steps, warmup_steps, max_lr, min_lr))
+        return lr_at(step, cfg)
+
+    runs = []
+    for lr_schedule in (None, schedule):
+        torch.manual_seed(0)
+        model = TinyLM()
+        state, _ = train(model, *_loaders(), cfg, progress=False, lr_schedule=lr_schedule)
+        runs.append((state.history.val_loss, state.history.lr, [p.detach().clone() for p in model.parameters()]))
+    assert asked[:2] == [(0, 12, 3, 3e-3, 3e-4), (1, 12, 3, 3e-3, 3e-4)] and len(asked) == 12
+    assert runs[0][:2] == runs[1][:2] and all(torch.equal(a, b) for a, b in zip(runs[0][2], runs[1][2]))
+
+    torch.manual_seed(0)
+    state, optimizer = train(TinyLM(), *_loaders(), cfg, progress=False, lr_schedule=lambda step, *_: 1e-3 * step)
+    assert state.history.lr == [1e-3 * 3, 1e-3 * 7, 1e-3 * 11] and optimizer.param_groups[0]["lr"] == 1e-3 * 11
