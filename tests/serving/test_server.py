@@ -34,21 +34,20 @@ def test_no_process_survives_the_block_even_when_it_raises(tmp_path):
     port = server.free_port()
     command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
     before = _children()
-    with pytest.raises(KeyError):
-        with server.running_server(command, port) as url:
-            assert urllib.request.urlopen(url, timeout=5).status == 200
-            started = _children() - before
-            assert len(started) == 1
-            raise KeyError("the notebook's code failed inside the block")
+    with pytest.raises(KeyError), server.running_server(command, port) as url:
+        assert urllib.request.urlopen(url, timeout=5).status == 200
+        started = _children() - before
+        assert len(started) == 1
+        raise KeyError("the notebook's code failed inside the block")
     assert not any(_alive(pid) for pid in started)
     assert not server._listening(port)
 
 
 def test_a_server_that_dies_is_reported():
     port = server.free_port()
-    with pytest.raises(RuntimeError, match="exited"):
-        with server.running_server([sys.executable, "-c", "raise SystemExit(3)"], port):
-            pass
+    with pytest.raises(RuntimeError, match="exited"), \
+            server.running_server([sys.executable, "-c", "raise SystemExit(3)"], port):
+        pass
 
 
 def test_llama_cpp_command_listens_on_loopback_only():
