@@ -253,6 +253,12 @@ WRONG: dict[str, list[Mistake]] = {
         Mistake("shutil.copytree(adapter_dir, out_dir, dirs_exist_ok=True)\n    config_file = out_dir",
                 "config_file = adapter_dir", "the original edited in place, no copy"),
     ],
+    "nb07-percentile": [
+        Mistake("* (position - low)", "* 0", "the lower order statistic, no interpolation"),
+    ],
+    "nb07-release": [
+        Mistake("free_blocks.append(block_table.pop())", "block_table.pop()", "blocks dropped, never freed"),
+    ],
     # The experiments: their hidden tests run the student's strategy on made-up measurements.
     "nb05-rank-experiment": [
         Mistake("1.02 * lowest", "1.2 * lowest", "20% taken for 2%: stops too early"),
