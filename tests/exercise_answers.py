@@ -291,6 +291,11 @@ WRONG: dict[str, list[Mistake]] = {
         Mistake("1.01 *", "1.5 *", "50% taken for 1%: a file that loses too much passes"),
         Mistake("min(good, key", "min(rows, key", "the smallest file, whatever its perplexity"),
     ],
+    "nb07-knee-experiment": [
+        Mistake("> 2 * p95[rates[0]]", "> 1.2 * p95[rates[0]]", "20% more taken for twice: the knee found too early"),
+        Mistake("return knee\n        knee = rate", "return rate\n        knee = rate",
+                "the first slow rate returned, not the last fast one"),
+    ],
     "nb00-kv-experiment": [
         Mistake("return (sizes[-1] - sizes[0]) / (contexts[-1] - contexts[0])", "return sizes[-1] / contexts[-1]",
                 "bytes per token at one length: the cache's fixed part counted too"),

@@ -1,12 +1,22 @@
 """Checks for Notebook 07 (serving): a percentile, a paged KV block allocator, the continuous-batching scheduler
-step, and the debugging exercise of a block that is never freed."""
+step, the debugging exercise of a block that is never freed, and the open experiment on the latency curve's knee."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 
-from course_utils.checks import CheckFailed, call, check, expect, expect_close, expect_equal, passed
+from course_utils.checks import (
+    CheckFailed,
+    call,
+    check,
+    expect,
+    expect_close,
+    expect_equal,
+    passed,
+    passed_experiment,
+    run_experiment,
+)
 from course_utils.serving import batching, paged_kv, workload
 
 LIBRARY_SCHEDULERS = (  # where the exercise is to write a scheduler, the library's is off limits too
@@ -133,3 +143,45 @@ def scheduler_step(student: Callable[..., list]) -> None:
             expect_equal(got, expected, f"the tokens of a workload served with max_batch={max_batch} (seed {seed})",
                          "Each sequence must get exactly max_new_tokens tokens, from decode called on its ids.")
     passed("scheduler_step: admits arrived requests while there is room, steps all at once, retires the finished.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment: where does the latency curve bend?
+
+SLOWDOWN = 2.0  # the knee: past it the p95 latency is more than twice the p95 at the lowest rate tried
+
+
+def knee_rate(p95: dict[float, float]) -> float | None:
+    """The highest rate before the first whose p95 exceeds twice the lowest rate's; None where no rate does."""
+    rates = sorted(p95)
+    knee = rates[0]
+    for rate in rates[1:]:
+        if p95[rate] > SLOWDOWN * p95[rates[0]]:
+            return knee
+        knee = rate
+    return None
+
+
+@check()
+def knee_experiment(student: Callable[..., object], probe: object = None) -> None:
+    """``find_knee(p95_at)``: rates over a wide range, one past the knee, and the last rate before it returned."""
+    from course_utils.checks import experiments
+
+    probe = probe or experiments.latency_probe()
+    got = run_experiment(student, probe, "find_knee")
+    p95 = dict(zip(probe.values("rate"), probe.values("latency p95")))
+    expect(len(p95) >= 4, f"find_knee tried {len(p95)} rates; try at least four, spread over a wide range.")
+    span = max(p95) / min(p95)
+    expect(span >= 16, f"the rates you tried span a factor of {span:.3g}; spread them over at least a factor of 16 "
+                       "(a factor of 4 between neighbours, say), or the curve has no room to bend.")
+    lowest = p95[min(p95)]
+    expected = knee_rate(p95)
+    expect(expected is not None, f"no rate you tried has a p95 above {SLOWDOWN:g} x {lowest:.3g} s (the p95 at the "
+                                 "lowest rate): try higher rates until the latency climbs.")
+    expect(isinstance(got, (int, float)) and any(abs(got - rate) <= 1e-9 * rate for rate in p95),
+           f"find_knee returned {got!r}, a rate it did not try; return one from your table.")
+    expect(abs(got - expected) <= 1e-9 * expected,
+           f"find_knee returned {got:g}; in your table the last rate before the p95 passes {SLOWDOWN:g} x {lowest:.3g} s "
+           f"is {expected:g}.")
+    passed_experiment(f"find_knee: up to {expected:g} requests/s the p95 stays within {SLOWDOWN:g} x the p95 at "
+                      f"{min(p95):g}/s; past it the requests queue", probe)
