@@ -5,23 +5,22 @@ the port answers (or the process dies, whose last output is then shown), yields 
 whatever happened inside, stops the whole group: SIGTERM, then SIGKILL after a grace period. No process survives.
 
 The server here is llama.cpp's OpenAI-compatible one (``python -m llama_cpp.server``, from llama-cpp-python with
-its ``[server]`` extra) on a GGUF file the workbook wrote. :func:`load_test` sends completions with a bounded number
-in flight at once, as a client pool of a real service would, and times each.
+its ``[server]`` extra) on a GGUF file the workbook wrote. :func:`load_test` sends requests (the notebook's own call
+of the ``openai`` client) with a bounded number in flight at once, as a client pool of a real service would, and
+times each.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,23 +88,20 @@ def running_server(command: Sequence[str], port: int, *, ready_timeout_s: float 
         stop(process)
 
 
-def complete(base_url: str, prompt: str, max_tokens: int, *, model: str = "model") -> tuple[float, int]:
-    """One POST to ``/v1/completions`` (greedy): its seconds and the completion tokens the server reports."""
-    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}).encode()
-    request = urllib.request.Request(f"{base_url}/v1/completions", body, {"Content-Type": "application/json"})
-    start = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        usage = json.load(answer).get("usage", {})
-    return time.perf_counter() - start, int(usage.get("completion_tokens", 0))
-
-
-def load_test(base_url: str, prompts: Sequence[str], max_tokens: Sequence[int], concurrency: int) -> dict[str, float]:
-    """Send every prompt with at most ``concurrency`` in flight: latency percentiles and tokens/s over the run."""
+def load_test(send: Callable[[str, int], int], prompts: Sequence[str], max_tokens: Sequence[int],
+              concurrency: int) -> dict[str, float]:
+    """Call ``send(prompt, max_tokens)`` (one request; it returns the completion tokens) for every prompt, at most
+    ``concurrency`` in flight at once: latency percentiles and tokens/s over the run."""
     from course_utils.serving.workload import percentile
+
+    def timed(args: tuple[str, int]) -> tuple[float, int]:
+        begin = time.perf_counter()
+        tokens = send(*args)
+        return time.perf_counter() - begin, tokens
 
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(lambda args: complete(base_url, *args), zip(prompts, max_tokens)))
+        results = list(pool.map(timed, zip(prompts, max_tokens)))
     span = time.perf_counter() - start
     latencies = [seconds for seconds, _ in results]
     return {"concurrency": concurrency, "requests": len(results), "latency p50": percentile(latencies, 50),

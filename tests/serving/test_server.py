@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -54,3 +55,67 @@ def test_llama_cpp_command_listens_on_loopback_only():
     command = server.llama_cpp_server_command("m.gguf", 1234)
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert server.llama_cpp_server_available()[0] in (True, False)
+
+
+STUB = '''
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Completions(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        time.sleep(0.05)  # a request takes a while, so that concurrency shows in the span
+        answer = {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+                  "choices": [{"index": 0, "text": " x" * body["max_tokens"], "finish_reason": "length"}],
+                  "usage": {"prompt_tokens": 1, "completion_tokens": body["max_tokens"],
+                            "total_tokens": 1 + body["max_tokens"]}}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Completions).serve_forever()
+'''
+
+
+def test_load_test_with_the_openai_client_on_an_openai_compatible_stub(tmp_path):
+    from openai import OpenAI
+
+    script = tmp_path / "stub_server.py"
+    script.write_text(STUB)
+    port = server.free_port()
+    with server.running_server([sys.executable, str(script), str(port)], port) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0)
+
+        def send(prompt, max_tokens):
+            answer = client.completions.create(model="m", prompt=prompt, max_tokens=max_tokens, temperature=0)
+            return answer.usage.completion_tokens
+
+        result = server.load_test(send, ["a", "b", "c", "d"], [1, 2, 3, 4], concurrency=4)
+    assert result["requests"] == 4 and result["concurrency"] == 4
+    assert 0.05 <= result["latency p50"] <= result["latency p95"]
+    assert 0 < result["tokens/s"] <= 10 / 0.05  # 10 tokens, at best all four at once in one 0.05 s span
+    assert not server._listening(port)
+
+
+def test_load_test_keeps_at_most_concurrency_requests_in_flight():
+    import threading
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def send(prompt, max_tokens):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.02)
+        with lock:
+            state["now"] -= 1
+        return max_tokens
+
+    result = server.load_test(send, ["p"] * 9, [2] * 9, concurrency=3)
+    assert state["most"] == 3 and result["requests"] == 9
