@@ -383,7 +383,7 @@ def notebook_parameters(path: Path) -> set[str]:
 
 def notebooks(device: str, hf_home: Path, budget: Budget, results_dir: Path,
               write: Callable[[dict[str, Any]], None] = lambda part: None) -> dict[str, Any]:
-    """Notebooks 05 and 06 on PROFILE="colab" on the GPU, offline, on the stand-ins (NOTEBOOK_PARAMETERS);
+    """Notebooks 05, 06 and 07 on PROFILE="colab" on the GPU, offline, on the stand-ins (NOTEBOOK_PARAMETERS);
     ``write(part)`` saves the section after each notebook. Executed copies go to ``results_dir/executed``."""
     from course_utils.course.release import solution_notebooks
     from course_utils.course.runner import environ, run_notebook

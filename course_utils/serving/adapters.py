@@ -36,7 +36,8 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
 @torch.no_grad()
 def greedy_tokens(model: Any, prompts: Sequence[Sequence[int]], new_tokens: int, pad_id: int, **kwargs: Any) -> Served:
     """Exactly ``new_tokens`` greedy tokens for each prompt, in one ``generate`` call (``kwargs`` go to it)."""
-    ids, mask = left_pad(prompts, pad_id)
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in left_pad(prompts, pad_id))
     out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
                          min_new_tokens=new_tokens, pad_token_id=pad_id, **kwargs)
     return out[:, ids.shape[1]:].tolist()

@@ -45,13 +45,15 @@ class Running:
 
 def greedy_decoder(model: Any) -> Decoder:
     """The next greedy token of each sequence, from one left-padded forward pass over the batch (no KV cache)."""
+    device = next(model.parameters()).device
+
     @torch.no_grad()
     def decode(batch: list[list[int]]) -> list[int]:
         width = max(len(ids) for ids in batch)
-        input_ids = torch.zeros(len(batch), width, dtype=torch.long)
-        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        input_ids = torch.zeros(len(batch), width, dtype=torch.long, device=device)
+        mask = torch.zeros(len(batch), width, dtype=torch.long, device=device)
         for row, ids in enumerate(batch):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            input_ids[row, width - len(ids):] = torch.tensor(ids, device=device)
             mask[row, width - len(ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp_min(0)  # each sequence counts from 0 at its first real token
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits[:, -1]
