@@ -19,18 +19,9 @@ from typing import Any
 
 import torch
 
+from course_utils.finetuning.metrics import left_pad
+
 Served = list[list[int]]  # the generated token ids of each request, in request order
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts of different lengths as one left-padded batch and its attention mask (generation appends on the right)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(prompts), width, dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(list(prompt))
-        mask[row, width - len(prompt):] = 1
-    return ids, mask
 
 
 @torch.no_grad()

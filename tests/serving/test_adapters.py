@@ -21,11 +21,6 @@ def two_adapters():
     return base, model.eval()
 
 
-def test_left_pad_puts_the_prompts_on_the_right():
-    ids, mask = adapters.left_pad([[5, 6, 7], [8]], pad_id=1)
-    assert ids.tolist() == [[5, 6, 7], [1, 1, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-
-
 def test_the_three_ways_decode_the_same_tokens(two_adapters):
     base, model = two_adapters
     prompts, routed = [[5, 9, 12], [7, 8], [30, 31, 32, 33], [40]], ["first", "second", "second", "first"]
