@@ -4,7 +4,7 @@
 the port answers (or the process dies, whose last output is then shown), yields the base URL, and on leaving,
 whatever happened inside, stops the whole group: SIGTERM, then SIGKILL after a grace period. No process survives.
 
-The server here is llama.cpp's OpenAI-compatible one (``python -m llama_cpp.server``, from llama-cpp-python with
+The server here is llama.cpp's OpenAI-compatible one (``llama_cpp.server``, from llama-cpp-python with
 its ``[server]`` extra) on a GGUF file the workbook wrote. :func:`load_test` sends requests (the notebook's own call
 of the ``openai`` client) with a bounded number in flight at once, as a client pool of a real service would, and
 times each.
@@ -43,9 +43,17 @@ def llama_cpp_server_available() -> tuple[bool, str]:
     return True, "llama.cpp's OpenAI-compatible server (llama_cpp.server)"
 
 
+# ``python -m llama_cpp.server``, with the model loaded without llama.cpp's weight repacking: its AMX kernels crash on
+# the tiny models' Q8_0 matrices (see course_utils.serving.llama_cpp_run.without_weight_repacking).
+LLAMA_CPP_SERVER = ("import runpy\n"
+                    "from course_utils.serving.llama_cpp_run import without_weight_repacking\n"
+                    "with without_weight_repacking():\n"
+                    "    runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n")
+
+
 def llama_cpp_server_command(gguf: str | Path, port: int, *, n_ctx: int = 256) -> list[str]:
     """The command line of llama.cpp's OpenAI-compatible server on ``gguf``, on the loopback address only."""
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+    return [sys.executable, "-c", LLAMA_CPP_SERVER, "--model", str(gguf), "--host", "127.0.0.1",
             "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(min(os.cpu_count() or 1, 2))]
 
 

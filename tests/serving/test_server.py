@@ -119,3 +119,23 @@ def test_load_test_keeps_at_most_concurrency_requests_in_flight():
 
     result = server.load_test(send, ["p"] * 9, [2] * 9, concurrency=3)
     assert state["most"] == 3 and result["requests"] == 9
+
+
+@pytest.mark.skipif(not server.llama_cpp_server_available()[0], reason="llama.cpp's server is not installed")
+def test_llama_cpp_serves_the_workbooks_q8_0_file_through_the_openai_client(tmp_path):
+    from openai import OpenAI
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from course_utils.ground import paths
+    from course_utils.storage import gguf_io
+
+    folder = paths.data_dir() / "models" / "tiny-llama"
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    gguf = gguf_io.write_gguf(model, tokenizer, tmp_path / "tiny-q8_0.gguf", "q8_0")  # the file that crashed it
+    port = server.free_port()
+    with server.running_server(server.llama_cpp_server_command(gguf.path, port), port) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0)
+        answers = [client.completions.create(model="m", prompt=p, max_tokens=3, temperature=0)
+                   for p in ("Once upon a time", "The cat")]
+    assert all(1 <= a.usage.completion_tokens <= 3 for a in answers)
+    assert not server._listening(port)
