@@ -122,6 +122,18 @@ def gguf_tensor_bytes(shapes, file_type):
     "nb06-point-adapter": """\
 def point_adapter_at(adapter_dir, base, out_dir):
     return export.retarget_adapter(adapter_dir, base, out_dir)""",
+    "nb07-percentile": """\
+def percentile(values, q):
+    return workload.percentile(values, q)""",
+    "nb07-scheduler": """\
+def scheduler_step(waiting, running, now, max_batch, decode):
+    return batching.scheduler_step(waiting, running, now, max_batch, decode)""",
+    "nb07-append-token": """\
+def append_token(block_table, length, free_blocks, block_size):
+    return paged_kv.append_token(block_table, length, free_blocks, block_size)""",
+    "nb07-release": """\
+def release(block_table, free_blocks):
+    paged_kv.release(block_table, free_blocks)""",
 }
 
 
@@ -253,6 +265,23 @@ WRONG: dict[str, list[Mistake]] = {
         Mistake("shutil.copytree(adapter_dir, out_dir, dirs_exist_ok=True)\n    config_file = out_dir",
                 "config_file = adapter_dir", "the original edited in place, no copy"),
     ],
+    "nb07-percentile": [
+        Mistake("* (position - low)", "* 0", "the lower order statistic, no interpolation"),
+    ],
+    "nb07-scheduler": [
+        Mistake(" and waiting[0].arrival_s <= now", "", "requests admitted before they arrive"),
+        Mistake("len(running) < max_batch", "len(running) <= max_batch", "one sequence more than the batch holds"),
+        Mistake("sequence.ids.append(token)\n            sequence.generated", "sequence.generated",
+                "the token not appended to the ids: the next step decodes the same sequence again"),
+    ],
+    "nb07-append-token": [
+        Mistake("length % block_size == 0", "length % block_size == 1", "a block taken one token late"),
+        Mistake("block_table.append(free_blocks.pop())", "block_table.append(free_blocks[-1])",
+                "the block copied, left on the free list"),
+    ],
+    "nb07-release": [
+        Mistake("free_blocks.append(block_table.pop())", "block_table.pop()", "blocks dropped, never freed"),
+    ],
     # The experiments: their hidden tests run the student's strategy on made-up measurements.
     "nb05-rank-experiment": [
         Mistake("1.02 * lowest", "1.2 * lowest", "20% taken for 2%: stops too early"),
@@ -261,6 +290,11 @@ WRONG: dict[str, list[Mistake]] = {
     "nb06-gguf-experiment": [
         Mistake("1.01 *", "1.5 *", "50% taken for 1%: a file that loses too much passes"),
         Mistake("min(good, key", "min(rows, key", "the smallest file, whatever its perplexity"),
+    ],
+    "nb07-knee-experiment": [
+        Mistake("> 2 * p95[rates[0]]", "> 1.2 * p95[rates[0]]", "20% more taken for twice: the knee found too early"),
+        Mistake("return knee\n        knee = rate", "return rate\n        knee = rate",
+                "the first slow rate returned, not the last fast one"),
     ],
     "nb00-kv-experiment": [
         Mistake("return (sizes[-1] - sizes[0]) / (contexts[-1] - contexts[0])", "return sizes[-1] / contexts[-1]",

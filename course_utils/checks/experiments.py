@@ -7,8 +7,8 @@ student's conclusion can be checked against it (measured, not typed in). The pro
 run takes a fraction of a second to a second on a CPU, on the data and tiny models shipped in ``data/``.
 
 One probe per notebook: :func:`kv_cache_probe` (00), :func:`save_dtype_probe` (01), :func:`position_loss_probe`
-(02), :func:`learning_rate_probe` (03), :func:`distillation_probe` (04), :func:`lora_rank_probe` (05) and
-:func:`gguf_type_probe` (06).
+(02), :func:`learning_rate_probe` (03), :func:`distillation_probe` (04), :func:`lora_rank_probe` (05),
+:func:`gguf_type_probe` (06) and :func:`latency_probe` (07).
 """
 
 from __future__ import annotations
@@ -440,3 +440,26 @@ def gguf_type_probe(budget: int = 3) -> Probe:
 
     about = "the tiny Llama written as GGUF and read back"
     return Probe("export_as", ("file_type",), measure, None, budget, about, real=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 07: where the latency curve bends (the knee)
+
+
+def latency_probe(requests: int = 16, max_batch: int = 2, budget: int = 8) -> Probe:
+    """``p95_at(rate)``: the tiny Llama serves ``requests`` Poisson arrivals at ``rate`` per second with continuous
+    batching (greedy, ``max_batch`` at a time, on the simulated clock); returns the p95 latency in seconds."""
+
+    def measure(rate: float) -> dict[str, Any]:
+        from course_utils.serving import batching, workload
+
+        rate = _number(rate, "rate", 0.01, 100_000.0)
+        model, _ = _tiny_llama()
+        work = workload.poisson_workload(requests, rate, prompt_lengths=(4, 16), output_lengths=(4, 12),
+                                         vocab=model.config.vocab_size, seed=0)
+        timings, _ = batching.serve_continuous(work, batching.greedy_decoder(model), max_batch)
+        summary = workload.summary(timings)
+        return {"latency p95": summary["latency p95"], "tokens/s": summary["tokens/s"]}
+
+    about = f"{requests} requests on the tiny Llama, continuous batching of up to {max_batch}, greedy"
+    return Probe("p95_at", ("rate",), measure, "latency p95", budget, about, real=True)

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from course_utils.checks import CheckFailed, experiments, nb00, nb01, nb02, nb03, nb04, nb05, nb06
+from course_utils.checks import CheckFailed, experiments, nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07
 from course_utils.checks.experiments import BadSetting, BudgetExceeded, Probe
 
 
@@ -46,6 +46,7 @@ def test_a_probe_without_a_result_key_returns_every_measured_value():
     (experiments.kv_cache_probe, (0,), "context must be"),
     (experiments.save_dtype_probe, ("int8",), "dtype must be one of"),
     (experiments.distillation_probe, (1.0, -1), "seed must be"),
+    (experiments.latency_probe, (0.0,), "rate must be a number"),
 ])
 def test_probes_refuse_settings_they_cannot_measure(make, bad, message):
     with pytest.raises(BadSetting, match=message):
@@ -359,3 +360,49 @@ def test_the_proposed_05_and_06_experiments_pass_on_the_real_probes():
     nb05.rank_experiment(_where_lora_stops(ranks=(1, 4, 16, 64)))
     nb06.gguf_experiment(lambda export_as: nb06.gguf_by_the_rule(
         [{"file_type": t, **export_as(t)} for t in ("f32", "f16", "q8_0")]))
+
+
+# --- notebook 07: the knee of the latency curve --------------------------------------------------------------------
+
+
+def _latency(curve):
+    return _probe("p95_at", ("rate",), lambda rate: {"latency p95": curve(rate)}, "latency p95", budget=8)
+
+
+def _find_knee(rates=(1.0, 4.0, 16.0, 64.0, 256.0)):
+    def find_knee(p95_at):
+        p95 = {rate: p95_at(rate) for rate in rates}
+        return nb07.knee_rate(p95) or max(rates)
+
+    return find_knee
+
+
+def test_knee_rate_is_the_last_rate_before_the_latency_doubles():
+    assert nb07.knee_rate({1.0: 1.0, 4.0: 1.5, 16.0: 2.5, 64.0: 1.0}) == 4.0  # the first crossing counts
+    assert nb07.knee_rate({1.0: 1.0, 4.0: 1.5}) is None
+
+
+def test_knee_experiment():
+    def queueing(rate):
+        return 1.0 + rate / 40  # 1.025, 1.1, 1.4, 2.6, 7.4: the knee is at 16
+
+    nb07.knee_experiment(_find_knee(), _latency(queueing))
+    for wrong, message in [
+        (_find_knee(rates=(1.0, 2.0, 4.0, 8.0)), "factor of 8"),
+        (_find_knee(rates=(1.0, 4.0, 16.0)), "at least four"),
+        (lambda p95_at: [p95_at(r) for r in (1.0, 4.0, 16.0, 64.0)] and 64.0, "is 16"),
+        (lambda p95_at: [p95_at(r) for r in (1.0, 4.0, 16.0, 64.0)] and 20.0, "did not try"),
+        (lambda p95_at: 16.0, "without calling p95_at"),
+    ]:
+        with pytest.raises(CheckFailed, match=message):
+            nb07.knee_experiment(wrong, _latency(queueing))
+    with pytest.raises(CheckFailed, match="try higher rates"):
+        nb07.knee_experiment(_find_knee(), _latency(lambda rate: 1.0 + rate / 1e6))
+
+
+@pytest.mark.slow
+def test_the_latency_probe_queues_at_high_rates():
+    probe = experiments.latency_probe(requests=8)
+    low, high = probe(0.5), probe(50_000.0)
+    assert 0 < low < high  # at 0.5/s each request is alone; at 50,000/s all 8 arrive at once and share 2 places
+    assert probe.measured(rate=0.5)["tokens/s"] > 0
