@@ -1,0 +1,32 @@
+"""How a harness scores multiple choice: sum of log-probabilities per choice, normalisations, bootstrap errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def pick_choice(logprobs: Sequence[float], choices: Sequence[str], norm: str = "none") -> int:
+    """Index of the best choice: raw sum of log-probabilities, or divided by characters ("chars", lm-eval's acc_norm)."""
+    if norm == "chars":
+        scores = [lp / max(1, len(text)) for lp, text in zip(logprobs, choices, strict=True)]
+    elif norm == "none":
+        scores = list(logprobs)
+    else:
+        raise ValueError(f"norm must be 'none' or 'chars', got {norm!r}")
+    return int(np.argmax(scores))
+
+
+def bootstrap_stderr(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> float:
+    """Standard error of the mean of ``values`` by resampling the items with replacement."""
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    return float(means.std(ddof=1))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of a - b over the same items and its standard error (pairing removes the items' own difficulty)."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
