@@ -289,3 +289,11 @@ WRONG: dict[str, list[Mistake]] = {
         Mistake("for seed in (0, 1, 2)", "for seed in (0,)", "one seed per temperature"),
     ],
 }
+WRONG["nb00-debug-inference"] = [
+    Mistake("n_params * 2\n", "n_params * 4\n", "the weights counted in fp32 while the model loads in bf16"),
+    Mistake("kv_cache = 2 * n_layers", "kv_cache = n_layers", "the keys counted, the values forgotten"),
+]
+DELEGATING["nb00-debug-inference"] = """\
+def inference_gib(n_params, n_layers, n_kv_heads, head_dim, context, batch=1):
+    cache = memory.kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch, 2)
+    return (n_params * 2 + cache) / 2**30"""

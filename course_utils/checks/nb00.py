@@ -149,3 +149,29 @@ def kv_cache_experiment(student: Callable[..., float], probe: experiments.Probe 
     expect_close(got, slope, what, rel=1e-6, hint="Return the slope of your table: (bytes at the longest context "
                  "- bytes at the shortest) / (the number of tokens between them).")
     passed_experiment(f"bytes_per_token: the cache grows by {got:,.0f} bytes per token", probe)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Debugging exercise: an inference estimate that runs but is wrong
+
+
+@check(forbids=("course_utils.models.memory.kv_cache_bytes", "course_utils.models.memory.weights_bytes",
+                "course_utils.models.memory.weights_gib"))
+def inference_gib_debugged(student: Callable[..., float]) -> None:
+    """``inference_gib(n_params, n_layers, n_kv_heads, head_dim, context, batch)``: bf16 weights + KV cache, GiB."""
+    cases = [(6_738_415_616, 32, 32, 128, 4096, 1, "Llama-2-7B, 4096 tokens"),
+             (8_030_261_248, 32, 8, 128, 8192, 2, "Llama-3-8B, 8192 tokens, batch 2"),
+             (1_000_000, 1, 1, 1, 1, 1, "one million parameters, one token")]
+    for n_params, n_layers, n_kv_heads, head_dim, context, batch, label in cases:
+        what = f"inference_gib for {label}"
+        got = _number(call(student, n_params, n_layers, n_kv_heads, head_dim, context, batch,
+                           what="inference_gib"), what)
+        weights = n_params * 2 / GIB
+        cache = memory.kv_cache_bytes(n_layers, n_kv_heads, head_dim, context, batch, 2) / GIB
+        expected = weights + cache
+        if not math.isclose(got, expected, rel_tol=1e-6):
+            raise CheckFailed(
+                f"{what}: your estimate is {got:.4g} GiB. The model is loaded in bf16; its checkpoint alone "
+                f"holds {weights:.4g} GiB, and section 9's table gives its cache at this length. Compare each "
+                "part of the estimate with those two figures.")
+    passed("inference_gib: bf16 weights (2 bytes each) plus a cache of keys AND values.")

@@ -378,13 +378,26 @@ def fine_tune_on_pairs(student_config: Any, tokenizer: Any, prompts: Sequence[st
 
 
 @torch.no_grad()
-def softening_table(model: torch.nn.Module, tokenizer: Any, prompt: str, temperatures: Sequence[float],
-                    top: int = 6) -> str:
-    """The model's most likely next tokens after ``prompt`` and their probabilities at each temperature."""
+def _next_token_logits(model: torch.nn.Module, tokenizer: Any, prompt: str, top: int) -> tuple[torch.Tensor, Any]:
+    """The model's next-token logits after ``prompt`` (on the CPU) and the ids of its ``top`` most likely tokens."""
     device = next(model.parameters()).device
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
     logits = logits_of(model(ids))[0, -1].float().cpu()
-    order = logits.argsort(descending=True)[:top]
+    return logits, logits.argsort(descending=True)[:top]
+
+
+def tail_mass(model: torch.nn.Module, tokenizer: Any, prompt: str, temperatures: Sequence[float],
+              top: int = 6) -> dict[float, float]:
+    """``{T: probability left outside the top tokens}``: the "all others" column of :func:`softening_table`."""
+    logits, order = _next_token_logits(model, tokenizer, prompt, top)
+    return {t: 1.0 - distill.softened(logits, t)[order].sum().item() for t in temperatures}
+
+
+@torch.no_grad()
+def softening_table(model: torch.nn.Module, tokenizer: Any, prompt: str, temperatures: Sequence[float],
+                    top: int = 6) -> str:
+    """The model's most likely next tokens after ``prompt`` and their probabilities at each temperature."""
+    logits, order = _next_token_logits(model, tokenizer, prompt, top)
     rows = []
     for temperature in temperatures:
         probs = distill.softened(logits, temperature)
@@ -422,14 +435,21 @@ def temperature_gradient_table(student_logits: torch.Tensor, teacher_logits: tor
 
 
 @torch.no_grad()
+def hidden_state_mse_columns(students: dict[str, torch.nn.Module], teacher: torch.nn.Module, inputs: torch.Tensor,
+                             layer_map: Sequence[int]) -> dict[str, list[float]]:
+    """``{student name: [MSE to its teacher layer, per student layer]}``: the numbers of :func:`hidden_state_mse`."""
+    distiller = distill.HiddenStateDistiller(layer_map, teacher.config.hidden_size, teacher.config.hidden_size)
+    teacher_hidden = teacher(inputs, output_hidden_states=True).hidden_states
+    return {name: [v.item() for v in distiller.per_layer(model(inputs, output_hidden_states=True).hidden_states,
+                                                         teacher_hidden)]
+            for name, model in students.items()}
+
+
+@torch.no_grad()
 def hidden_state_mse(students: dict[str, torch.nn.Module], teacher: torch.nn.Module, inputs: torch.Tensor,
                      layer_map: Sequence[int]) -> str:
     """Per mapped layer, the hidden-state MSE between each student and the teacher, as a markdown table."""
-    distiller = distill.HiddenStateDistiller(layer_map, teacher.config.hidden_size, teacher.config.hidden_size)
-    teacher_hidden = teacher(inputs, output_hidden_states=True).hidden_states
-    columns = {name: [v.item() for v in distiller.per_layer(model(inputs, output_hidden_states=True).hidden_states,
-                                                            teacher_hidden)]
-               for name, model in students.items()}
+    columns = hidden_state_mse_columns(students, teacher, inputs, layer_map)
     rows = [[f"student {i} -> teacher {j}", *(f"{columns[name][i]:.4f}" for name in students)]
             for i, j in enumerate(layer_map)]
     return markdown_table(["layer pair", *students], rows)

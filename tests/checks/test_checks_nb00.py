@@ -103,3 +103,31 @@ def test_nf4_fails(wrong, message):
 def test_checks_reject_non_functions():
     with pytest.raises(CheckFailed, match="Expected a function"):
         nb00.weights_gib(42)
+
+
+# --- the debugging exercise: inference_gib ------------------------------------------------------------------------
+
+
+def inference_gib_buggy(n_params, n_layers, n_kv_heads, head_dim, context, batch=1):
+    return (n_params * 4 + n_layers * n_kv_heads * head_dim * context * batch * 2) / 2**30
+
+
+def inference_gib_fixed(n_params, n_layers, n_kv_heads, head_dim, context, batch=1):
+    return (n_params * 2 + 2 * n_layers * n_kv_heads * head_dim * context * batch * 2) / 2**30
+
+
+def test_inference_gib_passes_the_fixed_version(capsys):
+    nb00.inference_gib_debugged(inference_gib_fixed)
+    assert capsys.readouterr().out.startswith("\u2713 inference_gib")
+
+
+@pytest.mark.parametrize("wrong", [
+    _stub,
+    inference_gib_buggy,
+    lambda n, layers, kv, hd, ctx, batch=1: (n * 2 + layers * kv * hd * ctx * batch * 2) / 2**30,
+    lambda n, layers, kv, hd, ctx, batch=1: (n * 4 + 2 * layers * kv * hd * ctx * batch * 2) / 2**30,
+])
+def test_inference_gib_fails_on_the_bug_with_a_symptom(wrong):
+    with pytest.raises(CheckFailed) as failure:
+        nb00.inference_gib_debugged(wrong)
+    assert "factor" not in str(failure.value) and "* 2" not in str(failure.value)

@@ -139,6 +139,9 @@ def test_layer_choice_and_small_tables_on_the_tiny_models():
                                                                    if 0 not in r["layers"])
     soft = dx.softening_table(teacher, tokenizer, "Once upon a time, there was a", [1.0, 4.0])
     assert "T = 4" in soft and "all others" in soft
+    tail = dx.tail_mass(teacher, tokenizer, "Once upon a time, there was a", [1.0, 4.0])
+    assert 0 < tail[1.0] < tail[4.0] < 1  # a hotter softmax leaves more outside the top tokens
+    assert f"{tail[4.0]:.3f}" in soft.splitlines()[-1]  # the table's "all others" column is this number
     inputs, _ = next(iter(val_loader))
     with torch.no_grad():
         grads = dx.temperature_gradient_table(torch.zeros(2, 832), teacher(inputs[:1, :2]).logits[0], [1, 4])
