@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,3 +31,20 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
     """Mean of a - b over the same items and its standard error (pairing removes the items' own difficulty)."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def continuation_logprob(model: Any, tokenizer: Any, context: str, continuation: str) -> float:
+    """Sum of log p(token | everything before it) over the continuation's tokens, as lm-eval computes it.
+
+    The text is encoded whole and split where the context's own tokens end (so that a token that spans the
+    boundary is not split in two), and the model reads all but the last token once.
+    """
+    import torch
+
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    n_context = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    ids = torch.tensor([whole], device=model.device)
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids[:, :-1]).logits.float(), dim=-1)[0]
+    targets = ids[0, n_context:]
+    return float(logprobs[n_context - 1:].gather(-1, targets[:, None]).sum())
