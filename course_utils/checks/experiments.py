@@ -435,3 +435,56 @@ def gguf_type_probe(budget: int = 3) -> Probe:
 
     about = "the tiny Llama written as GGUF and read back"
     return Probe("export_as", ("file_type",), measure, None, budget, about, real=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 08: DPO's beta
+
+
+@functools.cache
+def _zorbish_pairs(train: int = 64, held_out: int = 64) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Preference pairs (the right translation against a one-word mistranslation) for training and held out."""
+    import json
+
+    from course_utils.evaluation import preferences
+    from course_utils.ground import paths, sources
+
+    data = sources.load_text_dataset("zorbish")
+    vocabulary = sorted(set(json.loads((paths.data_dir() / "datasets" / "zorbish" / "dictionary.json").read_text())
+                            .values()))
+    return (preferences.preference_pairs(list(data["train"].select(range(train))), vocabulary, seed=0),
+            preferences.preference_pairs(list(data["test"].select(range(held_out))), vocabulary, seed=1))
+
+
+def dpo_beta_probe(steps: int = 8, budget: int = 6) -> Probe:
+    """``accuracy_after(beta)``: DPO (written out, AdamW at 1e-3, 16 pairs a step) on the tiny Llama for ``steps``
+    steps against a frozen copy of itself; returns how often it then prefers the right translation of held-out
+    pairs (``{"held-out accuracy", "margin", "distance"}`` in the table)."""
+
+    def measure(beta: float) -> dict[str, Any]:
+        from course_utils.evaluation import preferences
+
+        beta = _number(beta, "beta", 1e-4, 100.0)
+        reference, tokenizer = _tiny_llama()
+        torch.manual_seed(0)
+        policy = copy.deepcopy(reference)
+        train, held_out = _zorbish_pairs()
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        policy.train()
+        for _ in range(steps):
+            picked = [train[i] for i in torch.randint(len(train), (16,), generator=generator).tolist()]
+            batch = preferences.pair_batch(tokenizer, picked)
+            chosen, rejected = preferences.sequence_logps(policy, **batch).chunk(2)
+            with torch.no_grad():
+                ref_chosen, ref_rejected = preferences.sequence_logps(reference, **batch).chunk(2)
+            preferences.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)[0].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        policy.eval()
+        after = preferences.preference_metrics(policy, reference, tokenizer, held_out, beta)
+        return {"held-out accuracy": sum(after["prefers chosen"]) / len(held_out),
+                "margin": sum(after["margin"]) / len(held_out), "distance": after["distance"]}
+
+    about = f"{steps} steps of DPO on the tiny Llama, Zorbish pairs"
+    return Probe("accuracy_after", ("beta",), measure, "held-out accuracy", budget, about, real=True)

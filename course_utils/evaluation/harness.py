@@ -73,3 +73,12 @@ def choice_loglikelihoods(samples: Sequence[Mapping[str, Any]]) -> list[list[flo
     """Per item, the summed log-likelihood lm-eval gave each choice (its ``resps``), in document order."""
     ordered = sorted(samples, key=lambda sample: sample["doc_id"])
     return [[float(resp[0][0]) for resp in sample["resps"]] for sample in ordered]
+
+
+def wide_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """:func:`results_rows` as one row per model and one column per task's metric, "value ± stderr"."""
+    table: dict[str, dict[str, str]] = {}
+    for row in rows:
+        cell = f"{row['value']:.3f}" + (f" ± {row['stderr']:.3f}" if row["stderr"] is not None else "")
+        table.setdefault(row["model"], {"model": row["model"]})[f"{row['task']} {row['metric']}"] = cell
+    return list(table.values())
