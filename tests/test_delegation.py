@@ -64,7 +64,7 @@ def test_the_exercises_without_a_reference_are_the_expected_ones():
     # transformers computes the causal LM loss (the workbook has no copy of it); the experiments measure.
     assert without == ["nb00-kv-experiment", "nb01-dtype-experiment", "nb02-causal-lm-loss",
                        "nb02-position-experiment", "nb03-lr-experiment", "nb04-temperature-experiment",
-                       "nb05-rank-experiment", "nb06-gguf-experiment"]
+                       "nb05-rank-experiment", "nb06-gguf-experiment", "nb08-beta-experiment"]
 
 
 DELEGATED_EXERCISES = [p for p in EXERCISES if p.values[1].grade_id in DELEGATING]

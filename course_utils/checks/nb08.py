@@ -40,7 +40,7 @@ def continuation_logprob(student: Callable[..., float]) -> None:
     cases = [("Translate to Zorbish: the sad fish jumps.\nZorbish:", " cup park kite cold zo"),
              ("Translate to Zorbish: the sad fish jumps.\nZorbish:", " bell"),
              ("Once upon a time, there was a little", " girl named Lily."),
-             ("Lily had a red", "dish")]  # no space between: the two texts meet inside one word
+             ("Lily had a red", "dish")]  # the two texts meet inside one word
     for context, continuation in cases:
         what = f"continuation_logprob(model, tokenizer, {context!r}, {continuation!r})"
         got = call(student, model, tokenizer, context, continuation, what="continuation_logprob")
