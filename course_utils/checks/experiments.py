@@ -442,7 +442,7 @@ def gguf_type_probe(budget: int = 3) -> Probe:
 
 
 @functools.cache
-def _zorbish_pairs(train: int = 64, held_out: int = 64) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def _zorbish_pairs(train: int = 32, held_out: int = 32) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Preference pairs (the right translation against a one-word mistranslation) for training and held out."""
     import json
 
@@ -456,8 +456,8 @@ def _zorbish_pairs(train: int = 64, held_out: int = 64) -> tuple[list[dict[str, 
             preferences.preference_pairs(list(data["test"].select(range(held_out))), vocabulary, seed=1))
 
 
-def dpo_beta_probe(steps: int = 8, budget: int = 6) -> Probe:
-    """``accuracy_after(beta)``: DPO (written out, AdamW at 1e-3, 16 pairs a step) on the tiny Llama for ``steps``
+def dpo_beta_probe(steps: int = 4, budget: int = 6) -> Probe:
+    """``accuracy_after(beta)``: DPO (written out, AdamW at 1e-3, 8 pairs a step) on the tiny Llama for ``steps``
     steps against a frozen copy of itself; returns how often it then prefers the right translation of held-out
     pairs (``{"held-out accuracy", "margin", "distance"}`` in the table)."""
 
@@ -473,7 +473,7 @@ def dpo_beta_probe(steps: int = 8, budget: int = 6) -> Probe:
         generator = torch.Generator().manual_seed(0)
         policy.train()
         for _ in range(steps):
-            picked = [train[i] for i in torch.randint(len(train), (16,), generator=generator).tolist()]
+            picked = [train[i] for i in torch.randint(len(train), (8,), generator=generator).tolist()]
             batch = preferences.pair_batch(tokenizer, picked)
             chosen, rejected = preferences.sequence_logps(policy, **batch).chunk(2)
             with torch.no_grad():

@@ -48,3 +48,18 @@ def continuation_logprob(model: Any, tokenizer: Any, context: str, continuation:
         logprobs = torch.log_softmax(model(ids[:, :-1]).logits.float(), dim=-1)[0]
     targets = ids[0, n_context:]
     return float(logprobs[n_context - 1:].gather(-1, targets[:, None]).sum())
+
+
+def choice_logprobs(model: Any, tokenizer: Any, context: str, choices: Sequence[str]) -> list[float]:
+    """:func:`continuation_logprob` of every choice after one context, in one padded forward pass."""
+    import torch
+
+    n_context = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    rows = [tokenizer(context + choice, add_special_tokens=False)["input_ids"] for choice in choices]
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows], device=model.device)
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=model.device)
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids[:, :-1], attention_mask=mask[:, :-1]).logits.float(), dim=-1)
+    token_logprobs = logprobs.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return [float(token_logprobs[i, n_context - 1:len(row) - 1].sum()) for i, row in enumerate(rows)]

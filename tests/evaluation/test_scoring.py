@@ -32,3 +32,13 @@ def test_dpo_loss_is_log2_at_the_reference_and_falls_when_chosen_rises():
     better, _, _ = preferences.dpo_loss(torch.ones(3), zeros, zeros, zeros, beta=0.1)
     assert better.item() < math.log(2)
     assert torch.equal(chosen, zeros) and torch.equal(rejected, zeros)
+
+
+def test_choice_logprobs_in_one_batch_equal_continuation_logprob_one_by_one():
+    from course_utils.ground import sources
+
+    model, tokenizer = sources.load_causal_lm("tiny-llama", verbose=False)
+    context, choices = "Translate to Zorbish: a cat.\nZorbish:", [" bell kitchen zo", " cup", " bell kitchen calm sock zo"]
+    batched = scoring.choice_logprobs(model.eval(), tokenizer, context, choices)
+    one_by_one = [scoring.continuation_logprob(model, tokenizer, context, choice) for choice in choices]
+    assert batched == pytest.approx(one_by_one, abs=1e-4)
