@@ -46,6 +46,7 @@ REHEARSAL_PARAMETERS: dict[str, dict[str, Any]] = {
            "BLACKBOX_NEW_TOKENS": 8, "BLACKBOX_STEPS": 2, "SPEED_NEW_TOKENS": 4},
     "05": {"TRAIN_STEPS": 2, "SEEDS": [0, 1], "SEED_STEPS": 2, "BATCH_SIZE": 2, "TEST_EXAMPLES": 4},
     "06": {"TRAIN_STEPS": 2, "BATCH_SIZE": 2, "TEST_EXAMPLES": 4, "LAUNCH_STEPS": 1},
+    "08": {"EVAL_ITEMS": 4, "SFT_STEPS": 2, "DPO_STEPS": 1, "DPO_SEEDS": [0, 1], "JUDGE_ITEMS": 2},
 }
 COMMON_PARAMETERS: dict[str, Any] = {"DEVICE": "cpu"}
 
@@ -96,7 +97,7 @@ class ColabVenv:
 # runs in the first environment: the setup cell's own path where Colab's torch is outside Unsloth's range.
 TRL_NEEDS_A_GPU = ("TRL 1.15's SFTTrainer trains only through its Triton fused LM head, which needs a GPU: "
                    "notebooks 05 and 06 on these versions run in `make gpu-check`")
-VENVS = (ColabVenv("colab-venv", "colab.txt", (), ("00", "01", "02", "03", "04", "05", "06")),
+VENVS = (ColabVenv("colab-venv", "colab.txt", (), ("00", "01", "02", "03", "04", "05", "06", "08")),
          ColabVenv("colab-gpu-venv", "colab-gpu.txt", ("gpu",), (), cannot_run_here=TRL_NEEDS_A_GPU))
 # What the probe of an environment whose notebooks cannot run here checks: the libraries import, at the versions the
 # setup cell's constraints name, and the notebooks' training configuration builds.
