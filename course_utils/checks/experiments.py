@@ -7,8 +7,8 @@ student's conclusion can be checked against it (measured, not typed in). The pro
 run takes a fraction of a second to a second on a CPU, on the data and tiny models shipped in ``data/``.
 
 One probe per notebook: :func:`kv_cache_probe` (00), :func:`save_dtype_probe` (01), :func:`position_loss_probe`
-(02), :func:`learning_rate_probe` (03), :func:`distillation_probe` (04), :func:`lora_rank_probe` (05) and
-:func:`gguf_type_probe` (06).
+(02), :func:`learning_rate_probe` (03), :func:`distillation_probe` (04), :func:`lora_rank_probe` (05),
+:func:`gguf_type_probe` (06) and :func:`dpo_beta_probe` (08).
 """
 
 from __future__ import annotations
