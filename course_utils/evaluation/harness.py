@@ -7,8 +7,10 @@ The task definitions are YAML files beside this module (``tasks/*.yaml``), writt
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,23 @@ def task_configs(names: Sequence[str] = TASKS, data_dir: Path | None = None) -> 
             config["process_docs"] = with_choices  # a callable where the YAML would write !function
         configs.append(config)
     return configs
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """lm-eval's progress bars off while the block runs: it passes ``disable=`` itself, which tqdm's switch cannot
+    override, so its modules get a tqdm that is always disabled (a notebook keeps the tables, not 30 bars)."""
+    from unittest import mock
+
+    import tqdm
+
+    def silent(*args: Any, **kwargs: Any) -> Any:
+        return tqdm.tqdm(*args, **{**kwargs, "disable": True})
+
+    with contextlib.ExitStack() as stack:
+        for name in ("lm_eval.api.model", "lm_eval.api.task", "lm_eval.models.huggingface"):
+            stack.enter_context(mock.patch.object(importlib.import_module(name), "tqdm", silent))
+        yield
 
 
 def results_rows(model: str, results: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -37,16 +37,18 @@ def test_results_rows_and_the_wide_table():
 
 
 @pytest.mark.slow
-def test_lm_eval_scores_the_choices_as_continuation_logprob_does(monkeypatch):
+def test_lm_eval_scores_the_choices_as_continuation_logprob_does(monkeypatch, capsys):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = sources.resolve_model("tiny-llama").location
-    result = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path},dtype=float32,max_length=256",
-                                     tasks=harness.task_configs(["zorbish_choice"]), limit=3, device="cpu",
-                                     task_manager=TaskManager(include_defaults=False), log_samples=True,
-                                     verbosity="ERROR")
+    with harness.quiet_progress():
+        result = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path},dtype=float32,max_length=256",
+                                         tasks=harness.task_configs(["zorbish_choice"]), limit=3, device="cpu",
+                                         task_manager=TaskManager(include_defaults=False), log_samples=True,
+                                         verbosity="ERROR")
+    assert "requests" not in capsys.readouterr().err  # no progress bar
     model, tokenizer = sources.load_causal_lm("tiny-llama", verbose=False)
     items = harness.with_choices(sources.load_text_dataset("zorbish")["test"]).select(range(3))
     theirs = harness.choice_loglikelihoods(result["samples"]["zorbish_choice"])
