@@ -16,7 +16,7 @@ keeps what it measured (a section that fails records why, and the next one runs)
   the same two runs T4-shaped (fp16 by the workbook's rule for a T4, the process's GPU memory capped at 15 GiB,
   no FlashAttention), so that "the colab profile fits a free T4" is a measured row; Unsloth against
   transformers + PEFT (where Unsloth cannot be imported, the exact error is the result);
-* ``notebooks``: notebooks 05, 06 and 07 on PROFILE="colab" on the GPU, with their seeds, step counts, backend
+* ``notebooks``: notebooks 05, 06, 07 and 08 on PROFILE="colab" on the GPU, with their seeds, step counts, backend
   comparison, launch processes and Unsloth's GGUF export set by papermill parameters (NOTEBOOK_PARAMETERS).
 
 No network is needed: models are the hub stand-ins of course_utils.course.hub_standins (random weights, real
@@ -61,7 +61,7 @@ SIZES = {  # ladder batch, length and timed steps; fine-tuning steps, batch and 
             "ft_eval": 64},
     "smoke": {"ladder_batch": 1, "ladder_len": 32, "ladder_steps": 1, "ft_steps": 2, "ft_batch": 2, "ft_eval": 4},
 }
-# Notebooks 05 and 06 on the GPU, sized to fit the budget: fewer steps than Colab's 300, two seeds of a few steps,
+# Notebooks 05, 06 and 08 on the GPU, sized to fit the budget: fewer steps than Colab's 300, two seeds of a few steps,
 # no second backend (the finetune section compares them), two launch ranks of one step, and no
 # save_pretrained_gguf (it downloads and builds llama.cpp: there is no network there).
 NOTEBOOK_PARAMETERS = {
@@ -69,10 +69,12 @@ NOTEBOOK_PARAMETERS = {
     "06": {"SEED": 0, "TRAIN_STEPS": 30, "TEST_EXAMPLES": 32, "COMPARE_BACKENDS": False, "LAUNCH_PROCESSES": 2,
            "LAUNCH_STEPS": 1, "UNSLOTH_GGUF": False},
     "07": {"SEED": 0, "REPEATS": 3},  # the serving notebook as Colab runs it; vLLM's cell runs where vllm imports
+    "08": {"SEED": 0, "EVAL_ITEMS": 64, "SFT_STEPS": 30, "DPO_STEPS": 10, "DPO_SEEDS": [0, 1], "JUDGE_ITEMS": 32},
 }
-# The hub stand-ins each section loads (notebook 05's colab model is Qwen2.5-0.5B, notebook 06's SmolLM2-135M).
+# The hub stand-ins each section loads (notebook 05's colab model is Qwen2.5-0.5B, notebook 06's SmolLM2-135M;
+# notebook 08 scores both and judges with SmolLM2-360M).
 SECTION_MODELS = {"ladder": (), "finetune": ("{finetune}",),
-                  "notebooks": ("Qwen/Qwen2.5-0.5B", "HuggingFaceTB/SmolLM2-135M")}
+                  "notebooks": ("Qwen/Qwen2.5-0.5B", "HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-360M")}
 
 
 class Budget:
@@ -383,7 +385,7 @@ def notebook_parameters(path: Path) -> set[str]:
 
 def notebooks(device: str, hf_home: Path, budget: Budget, results_dir: Path,
               write: Callable[[dict[str, Any]], None] = lambda part: None) -> dict[str, Any]:
-    """Notebooks 05, 06 and 07 on PROFILE="colab" on the GPU, offline, on the stand-ins (NOTEBOOK_PARAMETERS);
+    """Notebooks 05, 06, 07 and 08 on PROFILE="colab" on the GPU, offline, on the stand-ins (NOTEBOOK_PARAMETERS);
     ``write(part)`` saves the section after each notebook. Executed copies go to ``results_dir/executed``."""
     from course_utils.course.release import solution_notebooks
     from course_utils.course.runner import environ, run_notebook

@@ -499,3 +499,36 @@ WRONG["nb03-debug-validation"] = [
 DELEGATING["nb03-debug-validation"] = """\
 def validation_loss(model, loader, max_batches=5):
     return train.evaluate(model, loader, next(model.parameters()).device, max_batches)"""
+
+# Notebook 08: the harness's log-likelihood, the DPO loss, the beta experiment, the debugging exercise of the pairs.
+WRONG["nb08-continuation-logprob"] = [
+    Mistake(".sum().item()", ".mean().item()", "the mean over the tokens, not the sum a harness takes"),
+    Mistake("logprobs[n_context - 1:]", "logprobs[n_context:]", "the logits at t read as predicting token t"),
+]
+WRONG["nb08-dpo-loss"] = [
+    Mistake("logsigmoid(chosen_rewards - rejected_rewards)", "logsigmoid(rejected_rewards - chosen_rewards)",
+            "the rejected answer rewarded"),
+    Mistake("chosen_rewards = beta * (policy_chosen - ref_chosen)", "chosen_rewards = policy_chosen - ref_chosen",
+            "beta forgotten on the chosen side"),
+    Mistake(").mean()", ").sum()", "summed over pairs instead of averaged"),
+]
+WRONG["nb08-beta-experiment"] = [
+    Mistake("max(accuracy, key=accuracy.get)", "min(accuracy, key=accuracy.get)", "the worst beta"),
+    Mistake("(0.01, 0.1, 1.0)", "(0.1, 0.2)", "too few betas, too close together"),
+]
+WRONG["nb08-debug-pairs"] = [
+    Mistake('"chosen": row["completion"], "rejected": wrong', '"chosen": wrong, "rejected": row["completion"]',
+            "chosen and rejected left swapped"),
+    Mistake("    rng = random.Random(seed)\n    pairs = []\n    for row in rows:\n",
+            "    pairs = []\n    for row in rows:\n        rng = random.Random(seed)\n",
+            "the random generator restarted for each row: the same word changed every time"),
+]
+DELEGATING["nb08-continuation-logprob"] = """\
+def continuation_logprob(model, tokenizer, context, continuation):
+    return scoring.continuation_logprob(model, tokenizer, context, continuation)"""
+DELEGATING["nb08-dpo-loss"] = """\
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    return preferences.dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)"""
+DELEGATING["nb08-debug-pairs"] = """\
+def build_pairs(rows, vocabulary, seed=0):
+    return preferences.preference_pairs(rows, vocabulary, seed)"""

@@ -77,7 +77,8 @@ def test_the_exercises_without_a_reference_are_the_expected_ones():
     # The debugging exercises of 01 and 02 fix code the workbook has no reference of (a converter, a mask).
     assert without == ["nb00-kv-experiment", "nb01-debug-converter", "nb01-dtype-experiment", "nb02-causal-lm-loss",
                        "nb02-debug-mask", "nb02-position-experiment", "nb03-lr-experiment", "nb04-temperature-experiment",
-                       "nb05-rank-experiment", "nb06-gguf-experiment", "nb07-knee-experiment"]
+                       "nb05-rank-experiment", "nb06-gguf-experiment", "nb07-knee-experiment",
+                       "nb08-beta-experiment"]
 
 
 DELEGATED_EXERCISES = [p for p in EXERCISES if p.values[1].grade_id in DELEGATING]

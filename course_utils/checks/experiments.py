@@ -8,7 +8,8 @@ run takes a fraction of a second to a second on a CPU, on the data and tiny mode
 
 One probe per notebook: :func:`kv_cache_probe` (00), :func:`save_dtype_probe` (01), :func:`position_loss_probe`
 (02), :func:`learning_rate_probe` (03), :func:`distillation_probe` (04), :func:`lora_rank_probe` (05),
-:func:`gguf_type_probe` (06) and :func:`latency_probe` (07).
+:func:`gguf_type_probe` (06), :func:`latency_probe` (07) and
+:func:`dpo_beta_probe` (08).
 """
 
 from __future__ import annotations
@@ -463,3 +464,55 @@ def latency_probe(requests: int = 16, max_batch: int = 2, budget: int = 8) -> Pr
 
     about = f"{requests} requests on the tiny Llama, continuous batching of up to {max_batch}, greedy"
     return Probe("p95_at", ("rate",), measure, "latency p95", budget, about, real=True)
+
+
+# 08: DPO's beta
+
+
+@functools.cache
+def _zorbish_pairs(train: int = 32, held_out: int = 32) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Preference pairs (the right translation against a one-word mistranslation) for training and held out."""
+    import json
+
+    from course_utils.evaluation import preferences
+    from course_utils.ground import paths, sources
+
+    data = sources.load_text_dataset("zorbish")
+    vocabulary = sorted(set(json.loads((paths.data_dir() / "datasets" / "zorbish" / "dictionary.json").read_text())
+                            .values()))
+    return (preferences.preference_pairs(list(data["train"].select(range(train))), vocabulary, seed=0),
+            preferences.preference_pairs(list(data["test"].select(range(held_out))), vocabulary, seed=1))
+
+
+def dpo_beta_probe(steps: int = 4, budget: int = 6) -> Probe:
+    """``accuracy_after(beta)``: DPO (written out, AdamW at 1e-3, 8 pairs a step) on the tiny Llama for ``steps``
+    steps against a frozen copy of itself; returns how often it then prefers the right translation of held-out
+    pairs (``{"held-out accuracy", "margin", "distance"}`` in the table)."""
+
+    def measure(beta: float) -> dict[str, Any]:
+        from course_utils.evaluation import preferences
+
+        beta = _number(beta, "beta", 1e-4, 100.0)
+        reference, tokenizer = _tiny_llama()
+        torch.manual_seed(0)
+        policy = copy.deepcopy(reference)
+        train, held_out = _zorbish_pairs()
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        policy.train()
+        for _ in range(steps):
+            picked = [train[i] for i in torch.randint(len(train), (8,), generator=generator).tolist()]
+            batch = preferences.pair_batch(tokenizer, picked)
+            chosen, rejected = preferences.sequence_logps(policy, **batch).chunk(2)
+            with torch.no_grad():
+                ref_chosen, ref_rejected = preferences.sequence_logps(reference, **batch).chunk(2)
+            preferences.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)[0].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        policy.eval()
+        after = preferences.preference_metrics(policy, reference, tokenizer, held_out, beta)
+        return {"held-out accuracy": sum(after["prefers chosen"]) / len(held_out),
+                "margin": sum(after["margin"]) / len(held_out), "distance": after["distance"]}
+
+    about = f"{steps} steps of DPO on the tiny Llama, Zorbish pairs"
+    return Probe("accuracy_after", ("beta",), measure, "held-out accuracy", budget, about, real=True)

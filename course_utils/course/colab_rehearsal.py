@@ -48,6 +48,7 @@ REHEARSAL_PARAMETERS: dict[str, dict[str, Any]] = {
     "06": {"TRAIN_STEPS": 2, "BATCH_SIZE": 2, "TEST_EXAMPLES": 4, "LAUNCH_STEPS": 1},
     "07": {"REQUESTS": 6, "RATES": [10.0, 160.0], "OUTPUT_LENGTHS": [2, 4], "ADAPTER_STEPS": 2, "ADAPTER_BATCH": 4,
            "ADAPTER_NEW_TOKENS": 2, "REPEATS": 2},
+    "08": {"EVAL_ITEMS": 4, "SFT_STEPS": 2, "DPO_STEPS": 1, "DPO_SEEDS": [0, 1], "JUDGE_ITEMS": 2},
 }
 COMMON_PARAMETERS: dict[str, Any] = {"DEVICE": "cpu"}
 
@@ -98,7 +99,7 @@ class ColabVenv:
 # runs in the first environment: the setup cell's own path where Colab's torch is outside Unsloth's range.
 TRL_NEEDS_A_GPU = ("TRL 1.15's SFTTrainer trains only through its Triton fused LM head, which needs a GPU: "
                    "notebooks 05 and 06 on these versions run in `make gpu-check`")
-VENVS = (ColabVenv("colab-venv", "colab.txt", (), ("00", "01", "02", "03", "04", "05", "06", "07")),
+VENVS = (ColabVenv("colab-venv", "colab.txt", (), ("00", "01", "02", "03", "04", "05", "06", "07", "08")),
          ColabVenv("colab-gpu-venv", "colab-gpu.txt", ("gpu",), (), cannot_run_here=TRL_NEEDS_A_GPU))
 # What the probe of an environment whose notebooks cannot run here checks: the libraries import, at the versions the
 # setup cell's constraints name, and the notebooks' training configuration builds.

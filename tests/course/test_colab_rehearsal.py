@@ -48,7 +48,7 @@ def test_the_cpu_environment_holds_colabs_versions_with_the_setup_cells_on_top()
     tested = (colab_rehearsal.paths.REPO_ROOT / "constraints" / "colab.txt").read_text()
     assert f"datasets=={pins['datasets']}" in tested  # what the setup cell installs on top wins
     assert not {"torch", "torchvision", "triton", "setuptools"} & set(pins)  # CPU torch stands in
-    assert cpu.notebooks == ("00", "01", "02", "03", "04", "05", "06", "07") and gpu.notebooks == ()
+    assert cpu.notebooks == ("00", "01", "02", "03", "04", "05", "06", "07", "08") and gpu.notebooks == ()
     assert "GPU" in gpu.cannot_run_here  # built and probed, its notebooks run in make gpu-check
 
 
