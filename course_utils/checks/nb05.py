@@ -230,8 +230,11 @@ def smallest_good_rank(losses: dict[int, float]) -> int:
 
 
 @check()
-def rank_experiment(student: Callable[..., object], probe: object = None) -> None:
-    """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried."""
+def rank_experiment(student: Callable[..., object], probe: object = None) -> object:
+    """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried.
+
+    Returns the probe, whose rows are the runs measured (for the plot of loss against rank beside the table).
+    """
     from course_utils.checks import experiments
 
     probe = probe or experiments.lora_rank_probe()
@@ -243,8 +246,24 @@ def rank_experiment(student: Callable[..., object], probe: object = None) -> Non
                             f"lowest loss ({min(losses.values()):.3f}) is {expected}.")
     expect(any(rank > got for rank in losses), f"{got} is the largest rank you tried, so you cannot tell whether a "
                                                "larger one would still learn faster: try one above it.")
-    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the best loss, and no larger rank learned more "
-                      "than 2% faster in these steps (how fast a rank learns, not how far it could get)", probe)
+    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the lowest loss{_beyond_spread(probe, got)}",
+                      probe)
+    return probe
+
+
+def _beyond_spread(probe: object, answer: int) -> str:
+    """What the seeds' spread says about the ranks above the answer, where the probe measured one."""
+    rows = [row for row in probe.rows if "spread" in row]
+    if not rows:
+        return ""
+    by_rank = {row["rank"]: row for row in rows}
+    mine = by_rank[answer]
+    lower = [rank for rank, row in sorted(by_rank.items()) if rank > answer
+             and mine["validation loss"] - row["validation loss"] > mine["spread"] + row["spread"]]
+    if lower:
+        return (f"; rank {', '.join(map(str, lower))} is lower still by more than the seeds' spread: the 2% rule "
+                "stops before the seeds would")
+    return "; no larger rank is lower by more than the seeds' spread"
 
 
 # ---------------------------------------------------------------------------------------------------------------
