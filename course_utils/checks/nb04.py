@@ -1,5 +1,5 @@
-"""Checks for Notebook 04 (knowledge distillation): the KD loss, the layer map, top-1 agreement, KL direction, and
-the experiment that compares temperatures over seeds."""
+"""Checks for Notebook 04 (knowledge distillation): the KD loss, the layer map, top-1 agreement, KL direction,
+the experiment that compares temperatures over seeds, and the debugging exercise of the soft-target loss."""
 
 from __future__ import annotations
 

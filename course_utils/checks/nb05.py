@@ -1,5 +1,6 @@
 """Checks for Notebook 05 (LoRA and QLoRA): the LoRA forward pass, adapter parameter counts, label masking with
-padding, block-wise NF4 quantization, and the experiment that finds where LoRA stops improving with the rank."""
+padding, block-wise NF4 quantization, the experiment that finds where LoRA stops improving with the rank, and
+the debugging exercise of a training example built by hand."""
 
 from __future__ import annotations
 
