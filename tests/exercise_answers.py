@@ -532,3 +532,20 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
 DELEGATING["nb08-debug-pairs"] = """\
 def build_pairs(rows, vocabulary, seed=0):
     return preferences.preference_pairs(rows, vocabulary, seed)"""
+WRONG["nb04-debug-soft-loss"] = [
+    Mistake("return temperature**2 * F.kl_div", "return F.kl_div", "the T**2 dropped: the soft term fades as T grows"),
+    Mistake("positions = student_logits[..., 0].numel()", "positions = student_logits.shape[0]",
+            "divided by the sequences (batchmean on a 3-d tensor), not by the token positions"),
+]
+DELEGATING["nb04-debug-soft-loss"] = """\
+def soft_loss(student_logits, teacher_logits, temperature):
+    return distill.distillation_loss(student_logits, teacher_logits, None, alpha=1.0, temperature=temperature)"""
+WRONG["nb05-debug-sft-example"] = [
+    Mistake("labels = [-100] * len(prompt_ids) + input_ids[len(prompt_ids):]", "labels = list(input_ids)",
+            "the prompt left in the loss"),
+    Mistake("prompt + completion + tokenizer.eos_token", "prompt + completion",
+            "no end-of-text token: nothing teaches the model to stop"),
+]
+DELEGATING["nb05-debug-sft-example"] = """\
+def sft_example(tokenizer, prompt, completion):
+    return sft_data.tokenize_example(tokenizer, prompt, completion, chat=False)"""

@@ -351,44 +351,80 @@ def distillation_probe(steps: int = 10, alpha: float = 0.5, budget: int = 18) ->
 # 05: where LoRA stops improving
 
 
-def lora_rank_probe(steps: int = 15, budget: int = 7) -> Probe:
+RANK_PROBE_SEEDS = (0, 1, 2)
+RANK_PROBE_EARLY = 15  # the step at which the probe also reads the loss: how fast each rank starts
+
+
+def lora_rank_probe(steps: int = 60, seeds: tuple[int, ...] = RANK_PROBE_SEEDS, budget: int = 7) -> Probe:
     """``loss_after(rank)``: LoRA (PEFT, every linear layer, alpha = 2 x rank) on the tiny Llama for ``steps`` steps
-    of Zorbish translation; returns the validation loss on the answer tokens."""
+    of Zorbish translation, once per seed; returns the validation loss on the answer tokens, the mean over the seeds.
+
+    Each row also keeps every seed's loss (``seed 0``, ...), their spread, and the mean loss after
+    ``RANK_PROBE_EARLY`` steps of the same runs, so that the table shows how fast each rank starts beside where it
+    is at the end. A seed sets the adapters' random start and the batches drawn.
+    """
 
     def measure(rank: int) -> dict[str, Any]:
-        from peft import LoraConfig, get_peft_model
-        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-        from course_utils.finetuning import lora
-        from course_utils.serving import export
+        from course_utils.reporting import repeats
 
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 128:
             raise BadSetting(f"rank must be a whole number from 1 to 128, got {rank!r}")
-        shared, tokenizer = _tiny_llama()
-        torch.manual_seed(0)
-        base = copy.deepcopy(shared)
-        with export.quiet_peft():
-            model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                                                    target_modules=list(lora.LLAMA_TARGETS)))
-        rows = _zorbish()
-        collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-        generator = torch.Generator().manual_seed(0)
-        model.train()
-        for _ in range(steps):
-            picked = torch.randint(len(rows["train"]), (8,), generator=generator).tolist()
-            batch = collate([rows["train"][i] for i in picked])
-            model(**batch).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        model.eval()
-        with torch.no_grad():
-            loss = model(**collate(rows["validation"])).loss.item()
-        return {"validation loss": loss, "trainable parameters": sum(p.numel() for p in model.parameters()
-                                                                     if p.requires_grad)}
+        runs = [_lora_run(rank, seed, steps) for seed in seeds]
+        final = repeats.spread([run[steps] for run in runs]) if len(seeds) > 1 else None
+        early = [run[RANK_PROBE_EARLY] for run in runs if RANK_PROBE_EARLY in run]
+        row: dict[str, Any] = {"validation loss": final.mean if final else runs[0][steps]}
+        if final:
+            row["spread"] = final.std
+            row |= {f"seed {seed}": run[steps] for seed, run in zip(seeds, runs)}
+        if early:
+            row[f"loss after {RANK_PROBE_EARLY} steps"] = sum(early) / len(early)
+        shared, _ = _tiny_llama()
+        row["trainable parameters"] = _lora_parameters(shared, rank)
+        return row
 
-    about = f"{steps} steps of LoRA on every linear layer of the tiny Llama, Zorbish translation"
+    about = (f"{steps} steps of LoRA on every linear layer of the tiny Llama, Zorbish translation, "
+             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per rank")
     return Probe("loss_after", ("rank",), measure, "validation loss", budget, about, real=True)
+
+
+def _lora_parameters(model: torch.nn.Module, rank: int) -> int:
+    """LoRA's trainable parameters at ``rank`` on every linear layer of ``model``: r (d_in + d_out) each."""
+    from course_utils.finetuning import lora
+
+    return sum(rank * (d_out + d_in) for _, d_out, d_in in lora.linear_shapes(model, lora.LLAMA_TARGETS))
+
+
+def _lora_run(rank: int, seed: int, steps: int) -> dict[int, float]:
+    """One LoRA run of the rank probe: the validation loss after ``RANK_PROBE_EARLY`` steps and after ``steps``."""
+    from peft import LoraConfig, get_peft_model
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from course_utils.finetuning import lora
+    from course_utils.serving import export
+
+    shared, tokenizer = _tiny_llama()
+    torch.manual_seed(seed)
+    base = copy.deepcopy(shared)
+    with export.quiet_peft():
+        model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                                target_modules=list(lora.LLAMA_TARGETS)))
+    rows = _zorbish()
+    collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
+    validation = collate(rows["validation"])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    losses = {}
+    for step in range(1, steps + 1):
+        model.train()
+        picked = torch.randint(len(rows["train"]), (8,), generator=generator).tolist()
+        model(**collate([rows["train"][i] for i in picked])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step in (RANK_PROBE_EARLY, steps):
+            model.eval()
+            with torch.no_grad():
+                losses[step] = model(**validation).loss.item()
+    return losses
 
 
 @functools.cache

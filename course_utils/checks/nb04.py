@@ -1,5 +1,5 @@
-"""Checks for Notebook 04 (knowledge distillation): the KD loss, the layer map, top-1 agreement, KL direction, and
-the experiment that compares temperatures over seeds."""
+"""Checks for Notebook 04 (knowledge distillation): the KD loss, the layer map, top-1 agreement, KL direction,
+the experiment that compares temperatures over seeds, and the debugging exercise of the soft-target loss."""
 
 from __future__ import annotations
 
@@ -268,3 +268,42 @@ def temperature_experiment(student: Callable[..., object], probe: object = None)
     verdict = "beats every other by more than the seeds' spread" if decided else \
         "does not beat every other by more than the seeds' spread: the seeds decide as much as the temperature"
     passed_experiment(f"best_temperature: T={best:g} has the lowest mean perplexity and {verdict}", probe)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Debugging exercise: a soft-target loss that trains, but not as the recipe says
+
+
+@check(forbids=("course_utils.training.distill.distillation_loss", "course_utils.training.distill.kd_loss_fn",
+                "course_utils.training.distill.kl_divergence"))
+def soft_loss_debugged(student: Callable[..., torch.Tensor]) -> None:
+    """``soft_loss(student_logits, teacher_logits, temperature)``: ``T^2 KL(teacher_T || student_T)``, averaged over
+    every token position."""
+    g = torch.Generator().manual_seed(11)
+    s = (2 * torch.randn(2, 16, 23, generator=g)).requires_grad_()
+    t = 3 * torch.randn(2, 16, 23, generator=g)
+    for temp in (1.0, 2.0, 4.0):
+        what = f"soft_loss on logits of shape (2, 16, 23) at temperature {temp:g}"
+        got_tensor = call(student, s, t, temp, what="soft_loss")
+        got = _scalar(got_tensor, what)
+        expected = distill.distillation_loss(s.detach(), t, None, alpha=1.0, temperature=temp).item()
+        rows = _scalar(call(student, s.detach().reshape(4, 8, 23), t.reshape(4, 8, 23), temp, what="soft_loss"),
+                       what)
+        if not _near(got, rows):
+            raise CheckFailed(f"{what}: {got:.6g}, but {rows:.6g} for the same 32 positions given as 4 sequences of "
+                              "8 instead of 2 of 16. An average over token positions cannot depend on how they are "
+                              "split into rows: look at what your reduction divides by.")
+        if not _near(got, expected):
+            at_one = _scalar(call(student, s, t, 1.0, what="soft_loss"), what)
+            right_at_one = _near(at_one, distill.distillation_loss(s.detach(), t, None, alpha=1.0,
+                                                                   temperature=1.0).item())
+            if right_at_one:
+                raise CheckFailed(f"{what}: expected {expected:.6g}, got {got:.6g}, although your loss is right "
+                                  "at T = 1. As T grows it falls behind, as the first column of section 3's "
+                                  "gradient table does: a student trained with it at T = 4 barely feels the "
+                                  "teacher. Compare with the loss written on the KD formula.")
+            raise CheckFailed(f"{what}: expected {expected:.6g}, got {got:.6g}. The soft term is T**2 times "
+                              "KL(softmax(teacher / T) || softmax(student / T)), averaged over the token positions.")
+        expect(isinstance(got_tensor, torch.Tensor) and got_tensor.requires_grad,
+               f"{what}: the value is right, but it came back without a gradient: return the tensor itself.")
+    passed("soft_loss: T**2 KL(teacher_T || student_T), averaged over every position, whatever the batch's shape.")

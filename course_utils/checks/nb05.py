@@ -1,5 +1,6 @@
 """Checks for Notebook 05 (LoRA and QLoRA): the LoRA forward pass, adapter parameter counts, label masking with
-padding, block-wise NF4 quantization, and the experiment that finds where LoRA stops improving with the rank."""
+padding, block-wise NF4 quantization, the experiment that finds where LoRA stops improving with the rank, and
+the debugging exercise of a training example built by hand."""
 
 from __future__ import annotations
 
@@ -233,8 +234,11 @@ def smallest_good_rank(losses: dict[int, float]) -> int:
 
 
 @check()
-def rank_experiment(student: Callable[..., object], probe: object = None) -> None:
-    """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried."""
+def rank_experiment(student: Callable[..., object], probe: object = None) -> object:
+    """``where_lora_stops(loss_after)``: the smallest rank within 2% of the best loss, with a larger rank tried.
+
+    Returns the probe, whose rows are the runs measured (for the plot of loss against rank beside the table).
+    """
     from course_utils.checks import experiments
 
     probe = probe or experiments.lora_rank_probe()
@@ -246,5 +250,71 @@ def rank_experiment(student: Callable[..., object], probe: object = None) -> Non
                             f"lowest loss ({min(losses.values()):.3f}) is {expected}.")
     expect(any(rank > got for rank in losses), f"{got} is the largest rank you tried, so you cannot tell whether a "
                                                "larger one would still learn faster: try one above it.")
-    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the best loss, and no larger rank learned more "
-                      "than 2% faster in these steps (how fast a rank learns, not how far it could get)", probe)
+    passed_experiment(f"where_lora_stops: rank {got} is within 2% of the lowest loss{_beyond_spread(probe, got)}",
+                      probe)
+    return probe
+
+
+def _beyond_spread(probe: object, answer: int) -> str:
+    """What the seeds' spread says about the ranks above the answer, where the probe measured one."""
+    rows = [row for row in probe.rows if "spread" in row]
+    if not rows:
+        return ""
+    by_rank = {row["rank"]: row for row in rows}
+    mine = by_rank[answer]
+    lower = [rank for rank, row in sorted(by_rank.items()) if rank > answer
+             and mine["validation loss"] - row["validation loss"] > mine["spread"] + row["spread"]]
+    if lower:
+        return (f"; rank {', '.join(map(str, lower))} is lower still by more than the seeds' spread: the 2% rule "
+                "stops before the seeds would")
+    return "; no larger rank is lower by more than the seeds' spread"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Debugging exercise: a fine-tuning example that trains, but on the wrong tokens
+
+
+def _ids(value: object, what: str) -> list[int]:
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise CheckFailed(f"{what}: expected a list of token ids (ints), got {type(value).__name__}.")
+    return list(value)
+
+
+@check(forbids=("course_utils.finetuning.sft_data.tokenize_example", "course_utils.finetuning.sft_data.build_example",
+                "course_utils.finetuning.sft_data.encode_completion"))
+def sft_example_debugged(student: Callable[..., dict[str, list[int]]]) -> None:
+    """``sft_example(tokenizer, prompt, completion)``: ``input_ids`` and ``labels`` of one training example, as TRL
+    builds it with ``completion_only_loss=True`` (plain text, no chat template)."""
+    from course_utils.ground import sources
+
+    tokenizer = sources.load_tokenizer("tiny-llama")
+    rows = sources.load_text_dataset("zorbish", "train", max_examples=3)
+    for prompt, completion in zip(rows["prompt"], rows["completion"]):
+        what = f"sft_example(tokenizer, {prompt!r}, {completion!r})"
+        got = call(student, tokenizer, prompt, completion, what="sft_example")
+        if not isinstance(got, dict) or not {"input_ids", "labels"} <= set(got):
+            raise CheckFailed(f"{what}: expected a dict with input_ids and labels, got {type(got).__name__}.")
+        ids, labels = _ids(got["input_ids"], f"{what}['input_ids']"), _ids(got["labels"], f"{what}['labels']")
+        expected = sft_data.tokenize_example(tokenizer, prompt, completion, chat=False)
+        expect(len(labels) == len(ids), f"{what}: {len(ids)} input ids but {len(labels)} labels; the labels are "
+                                        "aligned with the input ids, one per position.")
+        sees = sft_data.decode_labels(tokenizer, {"input_ids": ids, "labels": labels})
+        should = sft_data.decode_labels(tokenizer, expected)
+        in_loss = sum(label != IGNORE_INDEX for label in labels)
+        if ids[: len(expected["input_ids"]) - 1] == expected["input_ids"][:-1] and len(ids) < len(expected["input_ids"]):
+            raise CheckFailed(f"{what}: the example stops after the answer's last word, so nothing teaches the model "
+                              "to stop there: a model trained on it writes on after its answer (generation ends only "
+                              f"at {tokenizer.eos_token!r}). TRL's example, section 3's table, ends otherwise.")
+        expect(ids == expected["input_ids"],
+               f"{what}: input_ids {ids} are not the tokens of the prompt followed by the completion as TRL "
+               f"tokenizes them: {expected['input_ids']}. Tokenize the whole text at once, as section 3 describes.")
+        if in_loss > sum(label != IGNORE_INDEX for label in expected["labels"]):
+            raise CheckFailed(f"{what}: the loss would see {sees!r}, {in_loss} positions, the prompt included: the "
+                              "model would be trained to write prompts, which it is given at test time, and here "
+                              "the prompt has most of the tokens. Section 3 printed what TRL's example lets the "
+                              f"loss see: {should!r}.")
+        expect(labels == expected["labels"], f"{what}: the loss would see {sees!r}; TRL's example lets it see "
+                                             f"{should!r}.")
+    passed("sft_example: the loss sees the answer and the token that ends it, and nothing of the prompt.")

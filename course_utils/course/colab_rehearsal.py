@@ -44,7 +44,7 @@ REHEARSAL_PARAMETERS: dict[str, dict[str, Any]] = {
            "DDP_STEPS": 5},  # the DDP script evaluates every 5 steps: fewer gives nothing to compare
     "04": {"TRAIN_STORIES": 40, "VAL_STORIES": 8, "BATCH_SIZE": 2, "STEPS": 2, "BLACKBOX_PROMPTS": 4,
            "BLACKBOX_NEW_TOKENS": 8, "BLACKBOX_STEPS": 2, "SPEED_NEW_TOKENS": 4},
-    "05": {"TRAIN_STEPS": 2, "SEEDS": [0, 1], "SEED_STEPS": 2, "BATCH_SIZE": 2, "TEST_EXAMPLES": 4},
+    "05": {"TRAIN_STEPS": 2, "SEEDS": [0, 1], "BATCH_SIZE": 2, "TEST_EXAMPLES": 4},
     "06": {"TRAIN_STEPS": 2, "BATCH_SIZE": 2, "TEST_EXAMPLES": 4, "LAUNCH_STEPS": 1},
     "07": {"REQUESTS": 6, "RATES": [10.0, 160.0], "OUTPUT_LENGTHS": [2, 4], "ADAPTER_STEPS": 2, "ADAPTER_BATCH": 4,
            "ADAPTER_NEW_TOKENS": 2, "REPEATS": 2},

@@ -162,3 +162,39 @@ def test_kl_divergence_passes(capsys):
 def test_kl_divergence_fails(wrong, message):
     with pytest.raises(CheckFailed, match=message):
         nb04.kl_divergence(wrong)
+
+
+# --- the debugging exercise: soft_loss ----------------------------------------------------------------------------
+
+
+def soft_loss_buggy(student_logits, teacher_logits, temperature):
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+def soft_loss_fixed(student_logits, teacher_logits, temperature, *, square=True, flatten=True):
+    vocab = student_logits.shape[-1]
+    s, t = (student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab)) if flatten else (
+        student_logits, teacher_logits)
+    log_q = F.log_softmax(s / temperature, dim=-1)
+    log_p = F.log_softmax(t / temperature, dim=-1)
+    return (temperature**2 if square else 1.0) * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+def test_soft_loss_passes_the_fixed_version(capsys):
+    nb04.soft_loss_debugged(soft_loss_fixed)
+    assert capsys.readouterr().out.startswith("\u2713 soft_loss")
+
+
+@pytest.mark.parametrize(("wrong", "symptom"), [
+    (_stub, "not written yet"),
+    (soft_loss_buggy, "split into rows"),
+    (lambda s, t, temp: soft_loss_fixed(s, t, temp, square=False), "right at T = 1"),  # only the T^2 dropped
+    (lambda s, t, temp: soft_loss_fixed(s, t, temp, flatten=False), "split into rows"),  # only the batchmean
+    (lambda s, t, temp: soft_loss_fixed(s, t, temp).detach(), "without a gradient"),
+])
+def test_soft_loss_fails_on_the_bug_and_each_single_bug_with_a_symptom(wrong, symptom):
+    with pytest.raises(CheckFailed, match=symptom) as failure:
+        nb04.soft_loss_debugged(wrong)
+    assert "T**2" not in str(failure.value) and "flatten" not in str(failure.value)  # the symptom, not the fix

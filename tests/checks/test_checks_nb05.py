@@ -156,3 +156,38 @@ def test_nf4_passes(capsys):
 def test_nf4_fails(quantize, dequantize, message):
     with pytest.raises(CheckFailed, match=message):
         nb05.nf4_quantize(quantize, dequantize)
+
+
+# --- the debugging exercise: sft_example --------------------------------------------------------------------------
+
+
+def sft_example_buggy(tokenizer, prompt, completion):
+    input_ids = tokenizer(prompt + completion)["input_ids"]
+    return {"input_ids": input_ids, "labels": list(input_ids)}
+
+
+def sft_example_fixed(tokenizer, prompt, completion, *, mask=True, end=True):
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    input_ids = tokenizer(prompt + completion + (tokenizer.eos_token if end else ""))["input_ids"]
+    labels = [-100] * len(prompt_ids) + input_ids[len(prompt_ids):] if mask else list(input_ids)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def test_sft_example_passes_the_fixed_version(capsys):
+    nb05.sft_example_debugged(sft_example_fixed)
+    assert capsys.readouterr().out.startswith("\u2713 sft_example")
+
+
+@pytest.mark.parametrize(("wrong", "symptom"), [
+    (_stub, "not written yet"),
+    (sft_example_buggy, "writes on after its answer"),
+    (lambda tok, p, c: sft_example_fixed(tok, p, c, mask=False), "the prompt included"),  # only the mask forgotten
+    (lambda tok, p, c: sft_example_fixed(tok, p, c, end=False), "writes on after its answer"),  # only the end token
+    (lambda tok, p, c: {"input_ids": tok(p + c + tok.eos_token)["input_ids"],  # the mask one token short
+                        "labels": [-100] * (len(tok(p)["input_ids"]) - 1) + tok(p + c + tok.eos_token)["input_ids"][
+                            len(tok(p)["input_ids"]) - 1:]}, "the prompt included"),
+])
+def test_sft_example_fails_on_the_bug_and_each_single_bug_with_a_symptom(wrong, symptom):
+    with pytest.raises(CheckFailed, match=symptom) as failure:
+        nb05.sft_example_debugged(wrong)
+    assert "-100" not in str(failure.value) and "eos_token" not in str(failure.value)  # the symptom, not the fix

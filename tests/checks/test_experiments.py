@@ -282,6 +282,10 @@ def test_the_lora_rank_probe_trains_only_the_adapters():
     small, large = probe(rank=1), probe(rank=4)
     assert 0 < small < 20 and 0 < large < 20
     assert probe.measured(rank=4)["trainable parameters"] == 4 * probe.measured(rank=1)["trainable parameters"]
+    row = probe.measured(rank=1)  # the mean of one run per seed, and each seed's loss beside it
+    seeds = [row[f"seed {seed}"] for seed in experiments.RANK_PROBE_SEEDS]
+    assert row["validation loss"] == pytest.approx(sum(seeds) / len(seeds)) and len(set(seeds)) == len(seeds)
+    assert row["spread"] > 0 and "loss after 15 steps" not in row  # a 3-step run has no 15th step
 
 
 @pytest.mark.slow
@@ -311,7 +315,7 @@ def test_rank_experiment():
     def saturating(rank):
         return 2.0 + 1.0 / rank  # 3.0, 2.5, 2.25, 2.125, 2.0625, 2.03
 
-    nb05.rank_experiment(_where_lora_stops(), _ranks(saturating))
+    assert nb05.rank_experiment(_where_lora_stops(), _ranks(saturating)).rows  # the probe, for the plot
     assert nb05.smallest_good_rank({1: 3.0, 4: 2.03, 16: 2.0, 64: 2.01}) == 4
     for wrong, message in [
         (_where_lora_stops(ranks=(1, 2, 4, 8)), "largest rank you tried"),
@@ -320,6 +324,20 @@ def test_rank_experiment():
     ]:
         with pytest.raises(CheckFailed, match=message):
             nb05.rank_experiment(wrong, _ranks(saturating))
+
+
+def test_rank_experiment_says_what_the_seeds_spread_says(capsys):
+    def seeds(losses):
+        return lambda rank: {"validation loss": losses[rank][0], "spread": losses[rank][1]}
+
+    flat = {1: (3.0, 0.1), 4: (2.5, 0.1), 16: (2.2, 0.05), 64: (2.19, 0.05)}
+    nb05.rank_experiment(_where_lora_stops(ranks=(1, 4, 16, 64)), _probe(
+        "loss_after", ("rank",), seeds(flat), "validation loss", budget=7))
+    assert "no larger rank is lower by more than the seeds' spread" in capsys.readouterr().out
+    falling = {1: (3.0, 0.1), 4: (2.5, 0.1), 16: (2.2, 0.001), 64: (2.16, 0.001)}  # within 2%, beyond the spread
+    nb05.rank_experiment(_where_lora_stops(ranks=(1, 4, 16, 64)), _probe(
+        "loss_after", ("rank",), seeds(falling), "validation loss", budget=7))
+    assert "rank 64 is lower still by more than the seeds' spread" in capsys.readouterr().out
 
 
 def _types(rows):
