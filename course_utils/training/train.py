@@ -218,26 +218,26 @@ class TrainExtras:
 
     ``loss_fn`` replaces the training loss (distillation passes the student's loss against its teacher); evaluation
     always reports plain next-token cross-entropy. ``stop_at`` ends the run before ``cfg.max_steps`` (a run cut
-    short, to resume later) while the learning rate still follows the whole schedule.
+    short, to resume later) while the learning rate still follows the whole schedule. ``lr_schedule(step,
+    max_steps, warmup_steps, max_lr, min_lr)`` replaces :func:`lr_at` (notebook 03 trains with the student's).
     """
 
     loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = lm_loss
     stop_at: int | None = None
+    lr_schedule: LrSchedule | None = None
 
 
 def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, cfg: TrainConfig, *,
           device: torch.device | str = "cpu", precision: Precision | None = None,
           optimizer: torch.optim.Optimizer | None = None, state: TrainState | None = None,
           on_eval: Callable[[TrainState], None] | None = None, progress: bool = True,
-          extras: TrainExtras | None = None, lr_schedule: LrSchedule | None = None,
-          ) -> tuple[TrainState, torch.optim.Optimizer]:
+          extras: TrainExtras | None = None) -> tuple[TrainState, torch.optim.Optimizer]:
     """Train until ``cfg.max_steps`` optimizer steps; returns ``(state, optimizer)``.
 
     ``precision`` (:func:`course_utils.ground.machine.pick_precision`) sets autocast and the gradient scaler (fp32
     when None). Pass the ``state`` and ``optimizer`` of a checkpoint to resume: the data order and learning rate
     pick up exactly where they left off. ``on_eval`` is called after each evaluation (to print a sample, save a
-    checkpoint, or, under DDP, average the recorded loss over the processes). ``lr_schedule(step, max_steps,
-    warmup_steps, max_lr, min_lr)`` replaces :func:`lr_at` (notebook 03 trains with the student's schedule).
+    checkpoint, or, under DDP, average the recorded loss over the processes).
     """
     extras = extras or TrainExtras()
     device = torch.device(device)
@@ -249,7 +249,7 @@ def train(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoad
     batches = _batches_from(train_loader, state.step * cfg.grad_accum_steps)
     started = time.perf_counter()
     for step in (bar := _progress(range(state.step, end), enabled=progress, initial=state.step, total=end)):
-        rate = scheduled_lr(step, cfg, lr_schedule)
+        rate = scheduled_lr(step, cfg, extras.lr_schedule)
         for group in optimizer.param_groups:
             group["lr"] = rate
         loss_sum = 0.0

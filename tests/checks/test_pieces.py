@@ -90,12 +90,13 @@ def test_a_wrong_piece_stands_in_as_written_and_its_check_still_catches_it(piece
 
 
 def test_the_notebook_builds_its_model_from_the_pieces():
-    """The cells that build, train and sample pass the pieces on: attention=, lr_schedule=, probs_fn=."""
+    """The cells that build, train and sample pass the pieces on: attention=, the schedule, probs_fn=."""
     code = "\n".join(cell.source for cell in read_notebook(NOTEBOOK).cells if cell.cell_type == "code")
     for piece, (_, name, _) in PIECES.items():
         assert f'checks.your_piece("{piece}", {name})' in code
     assert code.count("attention=attention") >= 4  # the trained model, the overfit run, the reloaded, the resumed
-    assert code.count("lr_schedule=lr_schedule") >= 4  # the plot, the run, the overfit run, the resumed run
+    assert code.count("lr_schedule=lr_schedule") >= 2  # the plot, and the runs' TrainExtras
+    assert code.count("extras=your_schedule") >= 3  # the run, the overfit run, the resumed run
     assert "probs_fn=sampling_step" in code
     assert "gpt.GPT(model_cfg).to(device)" not in code.split('checks.your_piece("causal attention"')[1]
 

@@ -37,7 +37,7 @@ def test_every_third_party_import_of_the_package_is_declared():
     declared = {r.name.lower().replace("-", "_") for extra in [None, *project.extras()]
                 for r in project.requirements(extra)}
     import_names = {"rouge_score": "rouge_score", "huggingface_hub": "huggingface_hub", "IPython": "ipykernel",
-                    "llama_cpp": "llama_cpp_python"}
+                    "llama_cpp": "llama_cpp_python", "yaml": "pyyaml"}
     stdlib = set(sys.stdlib_module_names) | {"course_utils", "__future__"}
     missing = set()
     for path in paths.PACKAGE_DIR.rglob("*.py"):

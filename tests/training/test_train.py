@@ -184,11 +184,12 @@ def test_train_follows_the_lr_schedule_it_is_given():
     for lr_schedule in (None, schedule):
         torch.manual_seed(0)
         model = TinyLM()
-        state, _ = train(model, *_loaders(), cfg, progress=False, lr_schedule=lr_schedule)
+        state, _ = train(model, *_loaders(), cfg, progress=False, extras=TrainExtras(lr_schedule=lr_schedule))
         runs.append((state.history.val_loss, state.history.lr, [p.detach().clone() for p in model.parameters()]))
     assert asked[:2] == [(0, 12, 3, 3e-3, 3e-4), (1, 12, 3, 3e-3, 3e-4)] and len(asked) == 12
     assert runs[0][:2] == runs[1][:2] and all(torch.equal(a, b) for a, b in zip(runs[0][2], runs[1][2]))
 
     torch.manual_seed(0)
-    state, optimizer = train(TinyLM(), *_loaders(), cfg, progress=False, lr_schedule=lambda step, *_: 1e-3 * step)
+    state, optimizer = train(TinyLM(), *_loaders(), cfg, progress=False,
+                             extras=TrainExtras(lr_schedule=lambda step, *_: 1e-3 * step))
     assert state.history.lr == [1e-3 * 3, 1e-3 * 7, 1e-3 * 11] and optimizer.param_groups[0]["lr"] == 1e-3 * 11
