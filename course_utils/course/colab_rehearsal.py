@@ -129,6 +129,10 @@ def probe_venv(venv: ColabVenv, where: Path) -> str:
 REPLACED = re.compile(r"^(torch|torchvision|torchaudio|triton|xformers|nvidia-.*|cuda-.*|setuptools)$")
 # Needs a GPU: the GPU environment holds the versions Unsloth resolves beside, without Unsloth itself.
 NEEDS_GPU = re.compile(r"^unsloth(-zoo)?$")
+# Colab's versions that need a newer Python than this machine's (Colab runs 3.13, CI 3.11): scipy 1.18 needs 3.12
+# (lm-eval's scikit-learn pulls it in). Here pip takes the newest release that installs on this Python instead.
+NEEDS_NEWER_PYTHON = {"scipy": (3, 12)}
+PYTHON = sys.version_info[:2]
 CPU_TORCH = "torch==2.13.0"  # the nearest to Colab's 2.11 that CI's CPU wheels have
 KERNEL_NAME = "colab-rehearsal"
 
@@ -141,7 +145,8 @@ def venv_constraints(venv: ColabVenv) -> dict[str, str]:
             name, version = line.split("==")
             pins[colab_runtime.canonical(name)] = version.strip()
     return {name: version for name, version in sorted(pins.items())
-            if not REPLACED.match(name) and not NEEDS_GPU.match(name)}
+            if not REPLACED.match(name) and not NEEDS_GPU.match(name)
+            and NEEDS_NEWER_PYTHON.get(name, PYTHON) <= PYTHON}
 
 
 def venv_requirements(venv: ColabVenv) -> list[str]:

@@ -52,6 +52,15 @@ def test_the_cpu_environment_holds_colabs_versions_with_the_setup_cells_on_top()
     assert "GPU" in gpu.cannot_run_here  # built and probed, its notebooks run in make gpu-check
 
 
+def test_a_colab_version_this_python_cannot_install_is_left_to_pip(monkeypatch):
+    cpu, _ = colab_rehearsal.VENVS
+    tested = (colab_rehearsal.paths.REPO_ROOT / "constraints" / "colab.txt").read_text()
+    monkeypatch.setattr(colab_rehearsal, "PYTHON", (3, 13))
+    assert f"scipy=={colab_rehearsal.venv_constraints(cpu)['scipy']}" in tested  # Colab's Python: Colab's pin
+    monkeypatch.setattr(colab_rehearsal, "PYTHON", (3, 11))
+    assert "scipy" not in colab_rehearsal.venv_constraints(cpu)  # its scipy needs 3.12: pip picks one for 3.11
+
+
 def test_the_gpu_environment_has_the_gpu_resolution_without_unsloth():
     cpu, gpu = colab_rehearsal.VENVS
     pins = colab_rehearsal.venv_constraints(gpu)
